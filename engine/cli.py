@@ -1,0 +1,141 @@
+"""``cloudrm`` command line: predict | models | train | quicklook | info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .errors import Canceled, CloudrmError
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .api import predict_scene
+    from .progress import TqdmProgress
+
+    bar = TqdmProgress("cloudrm predict")
+    try:
+        res = predict_scene(
+            args.optical, args.sar, args.out, model=args.model, checkpoint=args.checkpoint,
+            device=args.device, tile_size=args.tile_size, overlap=args.overlap,
+            batch_size=args.batch_size, amp=args.amp, progress=bar,
+        )
+    finally:
+        bar.close()
+    print(
+        f"wrote {res.output} ({res.model}, {res.tiles} tiles of {res.tile_size} px, overlap "
+        f"{res.overlap}, {res.device}, {res.seconds:.1f} s)"
+    )
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .api import describe_models
+
+    models = describe_models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    for m in models:
+        print(f"{m['name']:<10} {m['parameters']:>12,d} parameters  {m['title']}")
+        print(f"{'':<10} optical: {', '.join(m['optical_bands'])}")
+        print(f"{'':<10} SAR: {', '.join(m['sar_bands'])} (dB); H, W multiples of {m['size_multiple']}")
+        print(f"{'':<10} bundled checkpoint: {m['default_checkpoint'] or 'none'}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .api import train
+    from .progress import TqdmProgress
+
+    bar = TqdmProgress("cloudrm train", unit="step")
+    try:
+        path, record = train(
+            args.config, steps=args.steps, out=args.out, device=args.device,
+            threads=args.threads, progress=bar,
+        )
+    finally:
+        bar.close()
+    print(f"wrote {path}")
+    print(json.dumps({k: record[k] for k in ("steps", "seconds", "held_out_before", "held_out_after")}, indent=2))
+    return 0
+
+
+def _quicklook(args: argparse.Namespace) -> int:
+    from .api import side_by_side
+
+    print(side_by_side(args.before, args.after, args.out))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .io.checkpoint import load_checkpoint
+
+    c = load_checkpoint(args.checkpoint, model=args.model)
+    print(json.dumps({
+        "model": c.model, "config": c.config, "bands": c.bands, "normalisation": c.normalisation,
+        "trained_on": c.trained_on, "training": c.training, "created": c.created, "software": c.software,
+    }, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cloudrm", description="SAR-optical cloud removal (Sentinel-1 + Sentinel-2).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser("predict", help="remove clouds from a whole scene, write a GeoTIFF")
+    pr.add_argument("--optical", required=True, help="cloudy optical GeoTIFF (S2 L1C, 13 bands, DN)")
+    pr.add_argument("--sar", required=True, help="SAR GeoTIFF, VV and VH in dB")
+    pr.add_argument("--model", default="glf_cr", help="registered model name (see `cloudrm models`)")
+    pr.add_argument("--checkpoint", help="weights file (default: the model's bundled checkpoint)")
+    pr.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
+    pr.add_argument("--tile-size", type=int, help="tile size in px (default per model: 256)")
+    pr.add_argument("--overlap", type=int, help="tile overlap in px (default per model: 32)")
+    pr.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
+    pr.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    pr.add_argument("--out", required=True, help="output GeoTIFF (on the optical grid)")
+    pr.set_defaults(func=_predict)
+
+    m = sub.add_parser("models", help="list registered models")
+    m.add_argument("--json", action="store_true", help="machine-readable list")
+    m.set_defaults(func=_models)
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("--config", required=True, help="YAML file, e.g. engine/configs/train/glf_cr_demo.yaml")
+    t.add_argument("--steps", type=int, help="override the number of steps")
+    t.add_argument("--out", help="override the checkpoint path")
+    t.add_argument("--device", help="auto, cpu or cuda:N")
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.set_defaults(func=_train)
+
+    q = sub.add_parser("quicklook", help="true-colour PNG of two rasters side by side")
+    q.add_argument("--before", required=True)
+    q.add_argument("--after", required=True)
+    q.add_argument("--out", required=True)
+    q.set_defaults(func=_quicklook)
+
+    i = sub.add_parser("info", help="print a checkpoint's metadata")
+    i.add_argument("checkpoint")
+    i.add_argument("--model", help="model of a bare/official state dict (default glf_cr)")
+    i.set_defaults(func=_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Canceled as exc:
+        print(f"cloudrm: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("cloudrm: interrupted; no output written", file=sys.stderr)
+        return 130
+    except CloudrmError as exc:
+        print(f"cloudrm: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Device choice: ``auto`` (CUDA when torch sees one, else CPU), ``cpu`` or ``cuda:N``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from ..errors import InputError
+
+
+def resolve_device(spec: str | None = "auto") -> torch.device:
+    """Parse a device string; a CUDA request that torch cannot serve is a clear error."""
+    s = (spec or "auto").strip().lower()
+    if s == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if s == "cpu":
+        return torch.device("cpu")
+    if s == "cuda" or s.startswith("cuda:"):
+        index = 0 if s == "cuda" else s.split(":", 1)[1]
+        if not str(index).isdigit():
+            raise InputError(f"device {spec!r}: expected cuda:N with N a number")
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index) >= n:
+            built = torch.version.cuda or "none (CPU-only build)"
+            raise InputError(
+                f"device {spec!r} requested but torch sees {n} CUDA device(s) "
+                f"(torch {torch.__version__}, CUDA build {built}). Use 'auto' or 'cpu', or install a "
+                "CUDA build of torch that matches your driver (see README, 'GPU')."
+            )
+        return torch.device(f"cuda:{index}")
+    raise InputError(f"device {spec!r} not understood: use auto, cpu or cuda:N")
+
+
+def describe_device(device: torch.device) -> str:
+    """Human-readable device name for logs."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); no-op on CPU."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        with torch.autocast("cuda", dtype=dtype):
+            yield
+    else:
+        yield

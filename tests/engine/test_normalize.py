@@ -1,0 +1,46 @@
+"""Input scaling (glf_cr.md §1, §8 item 11) and the file-mean NaN fill."""
+
+import numpy as np
+import rasterio
+
+from cloudrm_engine.data.normalize import apply_card, fill_invalid, normalize_optical, normalize_sar
+from cloudrm_engine.io.raster import file_mean, invalid_mask
+from cloudrm_engine.models import model_card
+from tests.conftest import write_geotiff
+
+
+def test_sar_ranges_per_band():
+    vv = np.array([-40.0, -25.0, -12.5, 0.0, 3.0], dtype=np.float32)
+    vh = np.array([-40.0, -32.5, -16.25, 0.0, 3.0], dtype=np.float32)
+    out = normalize_sar(np.stack([vv, vh])[:, None, :])
+    np.testing.assert_array_equal(out[0, 0], [0.0, 0.0, 0.5, 1.0, 1.0])
+    np.testing.assert_array_equal(out[1, 0], [0.0, 0.0, 0.5, 1.0, 1.0])
+    assert out.dtype == np.float32
+
+
+def test_optical_clip_and_scale():
+    x = np.array([[[-5, 0, 2500, 10000, 12000]]], dtype=np.float32)
+    np.testing.assert_allclose(normalize_optical(x)[0, 0], [0.0, 0.0, 0.25, 1.0, 1.0])
+
+
+def test_card_normalisation_is_the_spec():
+    norm = model_card("glf_cr").normalisation
+    assert norm["sar"]["clip"] == [[-25.0, 0.0], [-32.5, 0.0]]
+    assert norm["optical"] == {"clip": [0, 10000], "scale": 10000}
+    o, s = apply_card(np.full((13, 2, 2), 5000, np.uint16), np.full((2, 2, 2), -12.5, np.float32), norm)
+    assert o.max() == o.min() == 0.5
+    np.testing.assert_allclose(s[0], 0.5)
+    np.testing.assert_allclose(s[1], 1 - 12.5 / 32.5, rtol=1e-6)
+
+
+def test_nan_and_nodata_get_the_file_mean(tmp_path):
+    a = np.array([[[1.0, np.nan], [3.0, -9999.0]], [[5.0, 7.0], [np.nan, -9999.0]]], dtype=np.float32)
+    path = write_geotiff(tmp_path / "s1.tif", a, nodata=-9999.0)
+    with rasterio.open(path) as ds:
+        mean = file_mean(ds, block=1)  # block-wise streaming gives the same mean
+        data = ds.read()
+    assert mean == np.mean([1.0, 3.0, 5.0, 7.0])
+    bad = invalid_mask(data, -9999.0)
+    np.testing.assert_array_equal(bad, [[False, False], [False, True]])
+    filled = fill_invalid(data, bad, mean)
+    np.testing.assert_array_equal(filled, [[[1, 4], [3, 4]], [[5, 7], [4, 4]]])
