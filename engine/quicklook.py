@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 
 from .data.bands import S2_RGB, band_indices
 from .errors import InputError
@@ -63,7 +65,8 @@ def side_by_side(
     canvas = np.full((3, h, a.shape[2] + gap + b.shape[2]), 255, dtype=np.uint8)
     canvas[:, : a.shape[1], : a.shape[2]] = stretch(a, lo, hi)
     canvas[:, : b.shape[1], a.shape[2] + gap :] = stretch(b, lo, hi)
-    with atomic_output(out_png) as tmp:
+    with atomic_output(out_png) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a PNG picture, not a map
         with rasterio.open(
             tmp, "w", driver="PNG", width=canvas.shape[2], height=h, count=3, dtype="uint8"
         ) as dst:

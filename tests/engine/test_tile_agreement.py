@@ -14,8 +14,8 @@ from tests.conftest import DEMO_CKPT, crop_sample
 
 EDGE = 8  # px excluded at the scene border ("away from scene edges")
 # Tolerances in DN (reflectance × 10000), set from the measurement on this crop
-MAX_MEAN_ABS_DN = 20.0
-MAX_P99_ABS_DN = 100.0
+MAX_MEAN_ABS_DN = 3.0  # measured 1.18 DN (p99 6 DN, max 14 DN; the model changes 79 DN on average)
+MAX_P99_ABS_DN = 15.0
 
 
 def test_one_tile_and_many_tiles_agree(tmp_path):

@@ -65,16 +65,17 @@ def test_non_overlapping_sar_names_the_layers_and_writes_nothing(provider, tmp_p
     QgsProject.instance().addMapLayers([opt_layer, sar_layer])
     out = tmp_path / "out.tif"
     try:
-        with pytest.raises(QgsProcessingException):
+        with pytest.raises(QgsProcessingException) as err:
             processing.run("cloudrm:removeclouds",
                            {"OPTICAL": opt_layer.id(), "SAR": sar_layer.id(), "OUTPUT": str(out)},
                            feedback=feedback)
     finally:
         QgsProject.instance().removeAllMapLayers()
-    text = "\n".join(feedback.errors)
+    text = str(err.value)
     assert "'Sentinel-1 elsewhere'" in text and "'Sentinel-2 cloudy'" in text and "does not overlap" in text
     assert not out.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["crop_s1.tif", "crop_s2.tif", "far.tif"]
+    # nothing of ours (output or .part temp); QGIS itself may leave input .aux.xml sidecars
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))]
 
 
 def test_wrong_band_count_through_processing(provider, tmp_path, feedback):
@@ -82,10 +83,9 @@ def test_wrong_band_count_through_processing(provider, tmp_path, feedback):
 
     _, sar = crop_sample(tmp_path, 0, 0, 32)
     rgb = write_geotiff(tmp_path / "rgb.tif", np.ones((3, 32, 32), np.uint16))
-    with pytest.raises(QgsProcessingException):
+    with pytest.raises(QgsProcessingException, match=r"'rgb' .* has 3 bands; model glf_cr .* expects 13"):
         processing.run("cloudrm:removeclouds", {"OPTICAL": str(rgb), "SAR": str(sar), "OUTPUT": str(tmp_path / "o.tif")},
                        feedback=feedback)
-    assert any("has 3 bands; model glf_cr" in e and "expects 13" in e for e in feedback.errors)
 
 
 def test_result_loads_as_a_true_colour_layer(provider, tmp_path, identity_checkpoint):
@@ -112,8 +112,7 @@ def test_cancel_through_feedback_leaves_no_output(provider, tmp_path, feedback, 
     opt, sar = crop_sample(tmp_path, 0, 0, 32)
     out = tmp_path / "canceled.tif"
     feedback.cancel()
-    with pytest.raises(QgsProcessingException):
+    with pytest.raises(QgsProcessingException, match="Canceled"):
         processing.run("cloudrm:removeclouds", {"OPTICAL": str(opt), "SAR": str(sar),
                        "CHECKPOINT": str(identity_checkpoint), "OUTPUT": str(out)}, feedback=feedback)
-    assert any("Canceled" in e for e in feedback.errors)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["crop_s1.tif", "crop_s2.tif"]
+    assert not [p.name for p in tmp_path.iterdir() if "canceled" in p.name]
