@@ -24,7 +24,7 @@ def style_true_colour(layer: QgsRasterLayer, rgb: Sequence[int]) -> None:
         renderer.setGreenContrastEnhancement,
         renderer.setBlueContrastEnhancement,
     )
-    for band, setter in zip(rgb, setters):
+    for band, setter in zip(rgb, setters, strict=True):
         ce = QgsContrastEnhancement(provider.dataType(band))
         ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
         lo, hi = provider.cumulativeCut(band, 0.02, 0.98, layer.extent(), 250000)

@@ -244,7 +244,7 @@ def predict_scene(
                         torch.from_numpy(np.stack(opts)).to(dev), torch.from_numpy(np.stack(sars)).to(dev)
                     )
                 pred_np = pred.float().cpu().numpy()
-                for t, p, v in zip(batch, pred_np, valids):
+                for t, p, v in zip(batch, pred_np, valids, strict=True):
                     blender.add(t, np.concatenate([p, v]), grid.weight(t))
                 done += len(batch)
                 rec.update(done, len(tiles))

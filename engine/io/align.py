@@ -27,7 +27,7 @@ def same_grid(a: RasterInfo, b: RasterInfo, tol: float = 1e-6) -> bool:
     if (a.width, a.height) != (b.width, b.height) or a.crs != b.crs:
         return False
     px = max(abs(a.transform.a), abs(a.transform.e), 1e-12)
-    return all(abs(p - q) <= tol * px for p, q in zip(a.transform[:6], b.transform[:6]))
+    return all(abs(p - q) <= tol * px for p, q in zip(a.transform[:6], b.transform[:6], strict=True))
 
 
 def coverage(optical: RasterInfo, sar: RasterInfo) -> float:

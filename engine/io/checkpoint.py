@@ -155,7 +155,13 @@ def load_checkpoint(path: str | os.PathLike[str], model: str | None = None) -> C
 def build_model(ckpt: Checkpoint) -> torch.nn.Module:
     """Instantiate the checkpoint's model and load its weights strictly; returns it in eval mode."""
     model = create_model(ckpt.model, **ckpt.config)
-    result = model.load_state_dict(ckpt.state_dict, strict=False)
+    try:
+        result = model.load_state_dict(ckpt.state_dict, strict=False)
+    except RuntimeError as exc:  # tensor shape mismatch: another width / band count
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)]
+        raise CheckpointError(
+            f"{ckpt.path or 'checkpoint'} does not fit model {ckpt.model!r} {ckpt.config}: {first[0].strip()}"
+        ) from exc
     if result.missing_keys or result.unexpected_keys:
         def show(keys: list[str]) -> str:
             return ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")

@@ -70,3 +70,11 @@ def test_bundled_demo_checkpoint_is_real_and_labelled():
     assert after["mae_under_cloud"] < before["mae_under_cloud"]
     assert rec["loss_last_10"] < rec["loss_first_10"]
     build_model(ckpt)  # loads strictly
+
+
+def test_shape_mismatch_is_a_checkpoint_error(tmp_path):
+    state = create_model("glf_cr").state_dict()
+    state["UPNet.2.weight"] = torch.zeros(4, 64, 3, 3)  # a 4-band head on a 13-band body
+    torch.save({"network": state}, tmp_path / "mixed.pth")
+    with pytest.raises(CheckpointError, match=r"mixed.pth does not fit model 'glf_cr'.*UPNet.2.weight"):
+        build_model(load_checkpoint(tmp_path / "mixed.pth"))
