@@ -12,7 +12,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
-from .data.bands import S2_RGB, band_indices
+from .data.bands import S2_BANDS, S2_RGB, band_indices
 from .errors import InputError
 from .io.raster import atomic_output
 
@@ -23,8 +23,6 @@ def _read_rgb(path: Path, bands: Sequence[str], max_side: int) -> np.ndarray:
         if all(b in names for b in bands):
             idx = [i + 1 for i in band_indices(names, bands, str(path))]
         elif ds.count == 13:  # SEN12MS-CR order without descriptions
-            from .data.bands import S2_BANDS
-
             idx = [i + 1 for i in band_indices(S2_BANDS, bands, str(path))]
         elif ds.count >= 3:
             idx = [1, 2, 3]
