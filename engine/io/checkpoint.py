@@ -155,20 +155,23 @@ def load_checkpoint(path: str | os.PathLike[str], model: str | None = None) -> C
 def build_model(ckpt: Checkpoint) -> torch.nn.Module:
     """Instantiate the checkpoint's model and load its weights strictly; returns it in eval mode."""
     model = create_model(ckpt.model, **ckpt.config)
-    try:
-        result = model.load_state_dict(ckpt.state_dict, strict=False)
-    except RuntimeError as exc:  # tensor shape mismatch: another width / band count
-        first = str(exc).strip().splitlines()[1:2] or [str(exc)]
-        raise CheckpointError(
-            f"{ckpt.path or 'checkpoint'} does not fit model {ckpt.model!r} {ckpt.config}: {first[0].strip()}"
-        ) from exc
-    if result.missing_keys or result.unexpected_keys:
+    own, given = model.state_dict(), ckpt.state_dict
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    reshaped = [
+        f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in given and given[k].shape != own[k].shape
+    ]
+    if missing or unexpected or reshaped:
         def show(keys: list[str]) -> str:
             return ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
 
         raise CheckpointError(
-            f"{ckpt.path or 'checkpoint'} does not fit model {ckpt.model!r}: "
-            f"{len(result.missing_keys)} missing keys ({show(result.missing_keys)}), "
-            f"{len(result.unexpected_keys)} unexpected keys ({show(result.unexpected_keys)})"
+            f"{ckpt.path or 'checkpoint'} does not fit model {ckpt.model!r} {ckpt.config}: "
+            f"{len(missing)} missing keys ({show(missing)}), "
+            f"{len(unexpected)} unexpected keys ({show(unexpected)}), "
+            f"{len(reshaped)} with another shape ({show(reshaped)})"
         )
+    model.load_state_dict(given, strict=True)
     return model.eval()
