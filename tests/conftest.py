@@ -113,3 +113,31 @@ class RecordingProgress:
 
     def warning(self, message: str) -> None:
         self.warnings.append(message)
+
+
+def make_checkpoint(name: str, path: Path, seed: int = 0, zero: str | None = None, **config) -> Path:
+    """An untrained checkpoint of registry model ``name`` (random init, seeded).
+
+    ``zero``: dotted name of a module whose weight and bias are zeroed (e.g. the last conv of a
+    residual model, so the output equals the input).
+    """
+    import torch
+
+    from cloudrm_engine.io.checkpoint import Checkpoint, save_checkpoint
+    from cloudrm_engine.models import create_model, model_card
+
+    torch.manual_seed(seed)
+    m = create_model(name, **config)
+    if zero:
+        mod = m.get_submodule(zero)
+        with torch.no_grad():
+            mod.weight.zero_()
+            if getattr(mod, "bias", None) is not None:
+                mod.bias.zero_()
+    card = model_card(name)
+    ckpt = Checkpoint(
+        model=name, config=dict(config), state_dict=m.state_dict(),
+        bands={"optical": list(card.optical_bands), "sar": list(card.sar_bands)},
+        normalisation=card.normalisation, trained_on=f"test: untrained {name} (seed {seed})",
+    )
+    return save_checkpoint(path, ckpt)
