@@ -13,9 +13,10 @@ import rasterio
 import torch
 
 from .. import __version__
+from ..data.bands import S2_BANDS
 from ..data.normalize import apply_card, fill_invalid
 from ..errors import Canceled, CheckpointError, InputError
-from ..io.align import open_sar_on_grid
+from ..io.align import SarTiles
 from ..io.checkpoint import Checkpoint, build_model, load_checkpoint
 from ..io.raster import (
     RasterInfo,
@@ -84,17 +85,40 @@ class _Recorder:
         self.inner.warning(message)
 
 
-def _check_bands(opt: RasterInfo, sar: RasterInfo, ckpt: Checkpoint) -> None:
-    want_opt, want_sar = ckpt.bands["optical"], ckpt.bands["sar"]
-    if opt.count != len(want_opt):
+def select_optical_bands(opt: RasterInfo, want: list[str], model: str, ckpt_name: str) -> list[int]:
+    """1-based band indexes of ``opt`` that feed the model, in the model's order.
+
+    By band description when the raster names its bands; else the raster is taken as holding
+    exactly the model's bands (same count) or as a full Sentinel-2 L1C stack (13 bands, file
+    order B1…B12), from which the model's bands are picked by name (e.g. B4, B3, B2 for RGB
+    models).
+
+    Raises:
+        InputError: naming the raster, what it has and what the model expects.
+    """
+    names = [d.strip().upper() if d else "" for d in opt.descriptions]
+    if all(w.upper() in names for w in want):
+        return [names.index(w.upper()) + 1 for w in want]
+    if opt.count == len(want):
+        return list(range(1, len(want) + 1))
+    if opt.count == len(S2_BANDS) and all(w in S2_BANDS for w in want):
+        return [S2_BANDS.index(w) + 1 for w in want]
+    s2 = (
+        " (or a 13-band Sentinel-2 L1C raster)"
+        if len(want) < len(S2_BANDS) and all(w in S2_BANDS for w in want)
+        else ""
+    )
+    raise InputError(
+        f"optical raster {opt.describe()} has {opt.count} bands; model {model} ({ckpt_name}) "
+        f"expects {len(want)} bands: {', '.join(want)}{s2}"
+    )
+
+
+def _check_sar(sar: RasterInfo, want: list[str], model: str) -> None:
+    if sar.count != len(want):
         raise InputError(
-            f"optical raster {opt.describe()} has {opt.count} bands; model {ckpt.model} "
-            f"({ckpt.path.name if ckpt.path else 'checkpoint'}) expects {len(want_opt)}: {', '.join(want_opt)}"
-        )
-    if sar.count != len(want_sar):
-        raise InputError(
-            f"SAR raster {sar.describe()} has {sar.count} bands; model {ckpt.model} expects "
-            f"{len(want_sar)}: {', '.join(want_sar)} (σ0 in dB)"
+            f"SAR raster {sar.describe()} has {sar.count} bands; model {model} expects "
+            f"{len(want)}: {', '.join(want)} (σ0 in dB)"
         )
 
 
@@ -172,7 +196,11 @@ def predict_scene(
     ckpt = load_checkpoint(ckpt_path, model=model)
     if ckpt.model != model:
         raise CheckpointError(f"checkpoint {ckpt_path} holds model {ckpt.model!r}, not {model!r}")
-    _check_bands(opt_info, sar_info, ckpt)
+    if card.temporal:
+        raise InputError(f"model {model} is multi-temporal: use predict_series (cloudrm:removecloudsmultitemporal)")
+    in_bands = select_optical_bands(opt_info, list(ckpt.bands["optical"]), model, ckpt_path.name)
+    _check_sar(sar_info, list(ckpt.bands["sar"]), model)
+    out_bands = list(card.output_bands) or list(ckpt.bands["optical"])
     if batch_size < 1:
         raise InputError(f"batch size must be ≥ 1, got {batch_size}")
     dev = resolve_device(device)
@@ -190,9 +218,9 @@ def predict_scene(
     norm = ckpt.normalisation
     scale = float(norm["optical"]["scale"])
     clip_hi = float(norm["optical"]["clip"][1])
-    n_bands = len(ckpt.bands["optical"])
+    n_bands = len(out_bands)
 
-    with rasterio.open(opt_info.path) as opt_ds, open_sar_on_grid(sar_info, opt_info, rec) as sar_ds:
+    with rasterio.open(opt_info.path) as opt_ds, SarTiles(sar_info, opt_info, rec, card.sar_resampling) as sar_tiles:
         opt_fill = file_mean(opt_ds) if (opt_info.nodata is not None or opt_info.dtype.startswith("float")) else 0.0
         with rasterio.open(sar_info.path) as raw_sar:
             sar_fill = file_mean(raw_sar)
@@ -206,7 +234,7 @@ def predict_scene(
         convert = _output_converter(opt_info, scale, clip_hi, n_bands)
         profile = geotiff_profile(opt_info, n_bands, opt_info.dtype, opt_info.nodata)
         with atomic_output(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            for i, name in enumerate(ckpt.bands["optical"], start=1):
+            for i, name in enumerate(out_bands, start=1):
                 dst.set_band_description(i, name)
             dst.update_tags(
                 CLOUDRM_MODEL=model,
@@ -230,8 +258,8 @@ def predict_scene(
                 batch = tiles[start : start + batch_size]
                 opts, sars, valids = [], [], []
                 for t in batch:
-                    o = read_padded(opt_ds, t.y, t.x, grid.size)
-                    s = read_padded(sar_ds, t.y, t.x, grid.size)
+                    o = read_padded(opt_ds, t.y, t.x, grid.size, bands=in_bands)
+                    s = sar_tiles.read(t.y, t.x, grid.size)
                     bad = invalid_mask(o, opt_info.nodata)
                     o = fill_invalid(o, bad, opt_fill)
                     s = fill_invalid(s, invalid_mask(s, sar_info.nodata), sar_fill)

@@ -1,8 +1,11 @@
-"""Put the SAR raster on the optical grid: as is when the grids match, else warped on the fly.
+"""Put the SAR raster on the optical grid: as is when the grids match, else resampled per tile.
 
-GLF-CR-type models want SAR pixel-aligned with the optical image. When the SAR raster has
-another CRS, resolution or origin, a rasterio ``WarpedVRT`` resamples it onto the optical
-grid (bilinear, on the dB values) while tiles are read, and the user is told.
+Models want SAR on the optical pixel grid. When the SAR raster has another CRS, resolution or
+origin, :class:`SarTiles` reads, for each optical tile, the matching SAR window (plus a margin)
+and resamples it onto the tile's grid the way the model was trained: ``nearest`` (GDAL
+convention: source index floor((i + 0.5) · scale), Align-CR, align_cr.md §1) or ``bilinear`` on
+the dB values (GLF-CR-type models). Memory stays one tile; the user is told that SAR is
+resampled. ``open_sar_on_grid`` gives the same result as one ``WarpedVRT`` over the whole grid.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
 
 from ..errors import InputError
 from ..progress import Progress
-from .raster import RasterInfo
+from .raster import RasterInfo, read_padded
+
+RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear}
 
 
 def same_grid(a: RasterInfo, b: RasterInfo, tol: float = 1e-6) -> bool:
@@ -45,17 +52,16 @@ def _fmt_bounds(b: tuple[float, float, float, float]) -> str:
     return "(" + ", ".join(f"{v:.1f}" for v in b) + ")"
 
 
-@contextlib.contextmanager
-def open_sar_on_grid(sar: RasterInfo, optical: RasterInfo, progress: Progress) -> Iterator[Any]:
-    """Yield a readable dataset (``read(indexes, window)``) with SAR on the optical grid.
+def check_alignment(sar: RasterInfo, optical: RasterInfo, progress: Progress, resampling: str = "bilinear") -> bool:
+    """True when SAR must be resampled; warns the user then. Raises when it cannot be aligned.
 
     Raises:
         InputError: no georeferencing to align with, or no overlap (both rasters named).
     """
+    if resampling not in RESAMPLING:
+        raise InputError(f"unknown SAR resampling {resampling!r}; use one of {', '.join(RESAMPLING)}")
     if same_grid(sar, optical):
-        with rasterio.open(sar.path) as ds:
-            yield ds
-        return
+        return False
     if sar.crs is None or optical.crs is None:
         raise InputError(
             f"SAR raster {sar.describe()} and optical raster {optical.describe()} are not on the same "
@@ -70,26 +76,108 @@ def open_sar_on_grid(sar: RasterInfo, optical: RasterInfo, progress: Progress) -
             f"(both in {optical.crs.to_string()})"
         )
     rx, ry = sar.resolution
+    how = "nearest neighbour, as the model was trained" if resampling == "nearest" else "bilinear, in dB"
     progress.warning(
         f"SAR raster '{sar.name}' ({sar.crs.to_string()}, {rx:g}×{ry:g} per pixel) is not on the grid "
         f"of optical raster '{optical.name}' ({optical.crs.to_string()}, "
         f"{optical.resolution[0]:g}×{optical.resolution[1]:g}); resampling SAR onto the optical grid "
-        "on the fly (bilinear, in dB)"
+        f"tile by tile ({how})"
     )
     if frac < 0.999:
         progress.warning(
             f"SAR raster '{sar.name}' covers only {100 * frac:.1f}% of optical raster '{optical.name}'; "
             "pixels without SAR get the SAR file mean and their result is unreliable"
         )
+    return True
+
+
+@contextlib.contextmanager
+def open_sar_on_grid(
+    sar: RasterInfo, optical: RasterInfo, progress: Progress, resampling: str = "bilinear"
+) -> Iterator[Any]:
+    """Yield a readable dataset (``read(indexes, window)``) with SAR on the optical grid.
+
+    Raises:
+        InputError: no georeferencing to align with, or no overlap (both rasters named).
+    """
+    if not check_alignment(sar, optical, progress, resampling):
+        with rasterio.open(sar.path) as ds:
+            yield ds
+        return
     with rasterio.open(sar.path) as src, WarpedVRT(
         src,
         crs=optical.crs,
         transform=optical.transform,
         width=optical.width,
         height=optical.height,
-        resampling=Resampling.bilinear,
+        resampling=RESAMPLING[resampling],
         src_nodata=src.nodata,
         nodata=np.nan,
         dtype="float32",
     ) as vrt:
         yield vrt
+
+
+class SarTiles:
+    """SAR for one optical tile at a time, on the tile's grid.
+
+    ``read(y, x, size)`` returns (C, size, size) float32 σ0 (dB); NaN where the SAR raster has
+    no data. Like :func:`read_padded`, the part of a tile beyond the optical raster is mirrored,
+    so SAR and optical padding agree.
+    """
+
+    MARGIN = 3
+    """Extra SAR pixels read around a tile: the bilinear kernel and rounding need them."""
+
+    def __init__(self, sar: RasterInfo, optical: RasterInfo, progress: Progress, resampling: str = "bilinear"):
+        self.sar, self.optical, self.resampling = sar, optical, resampling
+        self.resample = check_alignment(sar, optical, progress, resampling)
+        self.ds = rasterio.open(sar.path)
+
+    def __enter__(self) -> SarTiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def read(self, y: int, x: int, size: int) -> np.ndarray:
+        if not self.resample:
+            return read_padded(self.ds, y, x, size).astype(np.float32)
+        opt = self.optical
+        h, w = min(size, opt.height - y), min(size, opt.width - x)
+        dst_transform = opt.transform * Affine.translation(x, y)
+        out = np.full((self.ds.count, h, w), np.nan, dtype=np.float32)
+        # Tile bounds in the SAR CRS -> SAR pixel window, widened by a margin, clipped to the file.
+        xs = (dst_transform.c, dst_transform.c + dst_transform.a * w)
+        ys = (dst_transform.f, dst_transform.f + dst_transform.e * h)
+        left, bottom, right, top = transform_bounds(
+            opt.crs, self.sar.crs, min(xs), min(ys), max(xs), max(ys), densify_pts=21
+        )
+        win = from_bounds(left, bottom, right, top, transform=self.ds.transform)
+        col0 = max(int(np.floor(win.col_off)) - self.MARGIN, 0)
+        row0 = max(int(np.floor(win.row_off)) - self.MARGIN, 0)
+        col1 = min(int(np.ceil(win.col_off + win.width)) + self.MARGIN, self.ds.width)
+        row1 = min(int(np.ceil(win.row_off + win.height)) + self.MARGIN, self.ds.height)
+        if col1 > col0 and row1 > row0:
+            sw = Window(col0, row0, col1 - col0, row1 - row0)
+            src = self.ds.read(window=sw).astype(np.float32)
+            if self.ds.nodata is not None and not np.isnan(self.ds.nodata):
+                src[src == np.float32(self.ds.nodata)] = np.nan
+            reproject(
+                source=src,
+                destination=out,
+                src_transform=self.ds.window_transform(sw),
+                src_crs=self.sar.crs,
+                src_nodata=np.nan,
+                dst_transform=dst_transform,
+                dst_crs=opt.crs,
+                dst_nodata=np.nan,
+                resampling=RESAMPLING[self.resampling],
+            )
+        if h == size and w == size:
+            return out
+        mode = "reflect" if min(h, w) > 1 else "edge"
+        return np.pad(out, ((0, 0), (0, size - h), (0, size - w)), mode=mode)

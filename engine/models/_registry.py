@@ -44,6 +44,13 @@ class ModelCard:
     config: dict[str, Any] = field(default_factory=dict)
     default_checkpoint: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
+    sar_resampling: str = "bilinear"
+    """How SAR on another grid is resampled onto the optical tile grid: the way the model was
+    trained (``nearest`` for Align-CR, ``bilinear`` in dB otherwise)."""
+    temporal: bool = False
+    """True for time-series models: forward(optical (B,T,C,H,W), sar (B,T,2,H,W), days (B,T))."""
+    output_bands: tuple[str, ...] = ()
+    """Bands the model returns; empty = the optical input bands."""
 
     @classmethod
     def from_yaml(cls, path: Path) -> ModelCard:
@@ -63,6 +70,9 @@ class ModelCard:
             config=dict(d.get("config") or {}),
             default_checkpoint=d.get("default_checkpoint"),
             defaults=dict(d.get("defaults") or {}),
+            sar_resampling=str(d["inputs"]["sar"].get("resampling", "bilinear")),
+            temporal=bool(d.get("temporal", False)),
+            output_bands=tuple(d.get("outputs", {}).get("bands", ())),
         )
 
 
@@ -77,9 +87,12 @@ def _cards() -> dict[str, ModelCard]:
     return cards
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted. Needs no torch."""
-    return sorted(_cards())
+def list_models(temporal: bool | None = None) -> list[str]:
+    """Names of all registered models, sorted; only (non-)temporal ones if ``temporal`` is given.
+
+    Needs no torch.
+    """
+    return sorted(n for n, c in _cards().items() if temporal is None or c.temporal == temporal)
 
 
 def model_card(name: str) -> ModelCard:

@@ -44,7 +44,8 @@ def test_errors_exit_2_with_a_message(tmp_path):
     assert r.returncode == 2
     assert "error: optical raster 'a.tif': file not found" in r.stderr
     r = run("predict", "--optical", "x", "--sar", "y", "--model", "nonexistent", "--out", "z")
-    assert r.returncode == 2 and "unknown model 'nonexistent'; known models: glf_cr" in r.stderr
+    assert r.returncode == 2 and "unknown model 'nonexistent'; known models: " in r.stderr
+    assert "glf_cr" in r.stderr.split("known models:")[1]
 
 
 def test_engine_never_imports_qgis():
@@ -66,10 +67,10 @@ def test_listing_models_needs_no_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from cloudrm_engine.models import list_models, model_card\n"
-        "print(list_models(), model_card('glf_cr').size_multiple)"
+        "print('glf_cr' in list_models(), model_card('glf_cr').size_multiple)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "['glf_cr'] 16" in r.stdout, r.stderr
+    assert r.returncode == 0 and "True 16" in r.stdout, r.stderr
 
 
 def test_packaged_names_cover_every_engine_package():

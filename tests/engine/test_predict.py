@@ -92,7 +92,7 @@ def test_sar_without_overlap_is_a_clear_error_and_writes_nothing(tmp_path, ident
 def test_band_count_errors_name_what_was_expected(tmp_path, identity_checkpoint):
     opt, sar = crop_sample(tmp_path, 0, 0, 32)
     four = write_geotiff(tmp_path / "rgbn.tif", np.ones((4, 32, 32), np.uint16))
-    with pytest.raises(InputError, match=r"'rgbn.tif' .* has 4 bands; model glf_cr .* expects 13: B1, B2"):
+    with pytest.raises(InputError, match=r"'rgbn.tif' .* has 4 bands; model glf_cr .* expects 13 bands: B1, B2"):
         predict_scene(four, sar, tmp_path / "o.tif", checkpoint=identity_checkpoint)
     one = write_geotiff(tmp_path / "vv.tif", np.ones((1, 32, 32), np.float32))
     with pytest.raises(InputError, match="SAR raster 'vv.tif' .* has 1 bands; .* expects 2: VV, VH"):
