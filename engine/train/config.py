@@ -20,13 +20,22 @@ class TrainConfig:
     model_config: dict[str, Any] = field(default_factory=dict)
     """Builder kwargs on top of the model card's."""
     data: dict[str, Any] = field(default_factory=dict)
-    """Data source; kind 'synthetic_clouds_on_scene' needs optical, sar, train_columns, eval_columns."""
+    """Data source. kind 'synthetic_clouds_on_scene' needs optical, sar, train_columns,
+    eval_columns; kind 'planet_cr' needs root, train (CSV path or split folder name) and eval
+    (CSV or split), optional eval_samples (default 8) and lc_level."""
     crop: int = 64
     """Square training crop in pixels (multiple of the model's size multiple)."""
     batch_size: int = 4
     steps: int = 400
     lr: float = 1e-4
-    """Adam learning rate (paper: 1e-4, glf_cr.md §4)."""
+    """Adam learning rate (paper: 1e-4, glf_cr.md §4). Models whose module defines
+    ``param_groups(model, lr)`` (Align-CR) get their own per-part rates from it."""
+    loss: str = "l1"
+    """l1 | l1_ssim | cafr | align_cr (engine/train/objectives.py)."""
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of the loss (e.g. ``repo_loss: true`` for cafr)."""
+    stage_weights: list[float] | None = None
+    """Multi-stage models (MPIR): weight of each stage's loss; 1 each when None."""
     seed: int = 7
     threads: int = 0
     """torch CPU threads; 0 keeps torch's default."""
@@ -45,11 +54,19 @@ class TrainConfig:
         if self.lr <= 0:
             raise InputError(f"training config: lr must be > 0, got {self.lr}")
         kind = self.data.get("kind")
-        if kind != "synthetic_clouds_on_scene":
-            raise InputError(f"training config: data.kind {kind!r} unknown (known: synthetic_clouds_on_scene)")
-        for key in ("optical", "sar", "train_columns", "eval_columns"):
+        need = {
+            "synthetic_clouds_on_scene": ("optical", "sar", "train_columns", "eval_columns"),
+            "planet_cr": ("root", "train", "eval"),
+        }
+        if kind not in need:
+            raise InputError(f"training config: data.kind {kind!r} unknown (known: {', '.join(need)})")
+        for key in need[kind]:
             if key not in self.data:
                 raise InputError(f"training config: data.{key} is missing")
+        from .objectives import NAMES
+
+        if self.loss not in NAMES:
+            raise InputError(f"training config: unknown loss {self.loss!r} (known: {', '.join(NAMES)})")
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:

@@ -50,6 +50,9 @@ class SceneSampler:
     sar: np.ndarray
     columns: tuple[int, int]
     threshold: float = 0.2
+    bands: tuple[int, ...] | None = None
+    """0-based optical bands the model sees (e.g. B4, B3, B2 for RGB models); all when None.
+    Clouds are detected and synthesised on all 13 bands first."""
 
     def __post_init__(self) -> None:
         score = cloud_score(self.optical)
@@ -77,6 +80,8 @@ class SceneSampler:
         sl = (slice(y, y + size), slice(x, x + size))
         target = torch.from_numpy(self.optical[(slice(None), *sl)].copy())
         cloudy, alpha = self._cloudy(target, gen)
+        if self.bands is not None:
+            target, cloudy = target[list(self.bands)], cloudy[list(self.bands)]
         return {
             "cloudy": cloudy,
             "sar": torch.from_numpy(self.sar[(slice(None), *sl)].copy()),
