@@ -10,9 +10,13 @@ from .provider import CloudrmProvider
 
 
 class CloudrmPlugin:
+    MENU = "cloudrm"
+
     def __init__(self, iface: Any) -> None:
         self.iface = iface  # None under qgis_process
         self.provider: CloudrmProvider | None = None
+        self.action: Any = None
+        self.dialog: Any = None
 
     def initProcessing(self) -> None:  # noqa: N802
         if self.provider is None:
@@ -21,8 +25,40 @@ class CloudrmPlugin:
 
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()
+        from qgis.PyQt.QtGui import QIcon
+        from qgis.PyQt.QtWidgets import QAction
+
+        from .paths import icon_path
+
+        # Raster ▸ cloudrm ▸ Remove clouds… and a toolbar button: the dialog (background QgsTask)
+        self.action = QAction(QIcon(str(icon_path())), "Remove clouds…", self.iface.mainWindow())
+        self.action.setObjectName("cloudrmRemoveClouds")
+        self.action.setToolTip("cloudrm: remove clouds from an optical layer with a SAR layer")
+        self.action.triggered.connect(self.show_dialog)
+        self.iface.addPluginToRasterMenu(self.MENU, self.action)
+        self.iface.addToolBarIcon(self.action)
+
+    def show_dialog(self) -> None:
+        """Open (or raise) the Remove clouds dialog; it is created on first use."""
+        if self.dialog is None:
+            from .dialog import RemoveCloudsDialog
+
+            self.dialog = RemoveCloudsDialog(self.iface, self.iface.mainWindow())
+        self.dialog.show()
+        self.dialog.raise_()
+        self.dialog.activateWindow()
 
     def unload(self) -> None:
+        if self.action is not None and self.iface is not None:
+            self.iface.removePluginRasterMenu(self.MENU, self.action)
+            self.iface.removeToolBarIcon(self.action)
+            self.action.deleteLater()
+            self.action = None
+        if self.dialog is not None:
+            self.dialog.disconnect_project()
+            self.dialog.close()
+            self.dialog.deleteLater()
+            self.dialog = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

@@ -39,8 +39,8 @@ class RemoveCloudsAlgorithm(CloudrmAlgorithm):
     OUTPUT = "OUTPUT"
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
-        models = deps.engine_module("models").list_models()  # model cards only: no torch needed
-        self.add(QgsProcessingParameterRasterLayer(self.OPTICAL, self.tr("Cloudy optical image (Sentinel-2 L1C)")))
+        models = deps.engine_module("models").list_models(temporal=False)  # model cards only: no torch needed
+        self.add(QgsProcessingParameterRasterLayer(self.OPTICAL, self.tr("Cloudy optical image (Sentinel-2 L1C; 4-band PlanetScope for align_cr)")))
         self.add(QgsProcessingParameterRasterLayer(self.SAR, self.tr("SAR image (Sentinel-1, VV/VH in dB)")))
         self.add(
             QgsProcessingParameterEnum(

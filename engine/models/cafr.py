@@ -1,0 +1,90 @@
+"""CAFR: Cloud-Attentive Reconstruction Framework (cloud-aware SAR fusion).
+
+Paper: T.-A. Bui and T.-T. Le, "Cloud-Aware SAR Fusion for Enhanced Optical Sensing in Space
+Missions". Spec: ../shared/specs/cafr.md. Official code: github.com/thoailt/Cloud-Removal
+(commit f3f35d7, no licence, no checkpoint: read for facts only, nothing copied).
+
+The network is GLF-CR (``RDN_residual_CR``) with the same hyperparameters and parameter names
+(spec §2), so this file reuses :class:`..glf_cr.GLFCR` and only adds the repository's
+attention gate/shift-mask order as an option (spec §2.3 step 4). What makes CAFR different is
+its training signal: a cloud-mask-weighted loss (``..losses.cafr``) on the DSen2-CR mask
+(``..data.cloudmask.cafr_cloud_mask``); inference needs neither.
+
+Parameters: 14,827,373 (spec §2.7, identical to GLF-CR).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._registry import register_model
+from .glf_cr import GLFCR, DualWindowAttention, remap_official_state_dict
+
+
+class RepoOrderWindowAttention(DualWindowAttention):
+    """Dual window attention with the CAFR repository's gate/mask order (spec §2.3 step 4).
+
+    The gate is computed from the *unmasked* logits, the optical logits move towards the SAR
+    ones, and only then is the shifted-window mask added, to the optical logits only: the SAR
+    stream attends across shift-region borders. Same parameters as the GLF-CR order.
+    """
+
+    def forward(
+        self, x: torch.Tensor, x_sar: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attend within windows.
+
+        Args:
+            x, x_sar: window tokens, (B·nW, M², C) each.
+            mask: additive shifted-window mask (nW, M², M²) or None.
+
+        Returns:
+            Optical and SAR outputs, (B·nW, M², C) each.
+        """
+        n_win, n, c = x.shape
+        logits, v = self._logits(self.qkv, x)
+        logits_sar, v_sar = self._logits(self.qkv_SAR, x_sar)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        logits = logits + bias
+        logits_sar = logits_sar + bias
+        diff = logits_sar - logits
+        logits = logits + diff * torch.sigmoid(self.attn_fuse_1x1conv(diff))
+        if mask is not None:
+            nw = mask.shape[0]
+            m = mask.unsqueeze(1).unsqueeze(0)
+            logits = (logits.view(n_win // nw, nw, self.heads, n, n) + m).view(-1, self.heads, n, n)
+        y = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(n_win, n, c)
+        y_sar = (logits_sar.softmax(dim=-1) @ v_sar).transpose(1, 2).reshape(n_win, n, c)
+        return self.proj(y), self.proj_SAR(y_sar)
+
+
+class CAFR(GLFCR):
+    """CAFR network = GLF-CR dual-stream network (spec §2).
+
+    ``forward(optical, sar)``: optical (B, 13, H, W) in [0, 1] (S2 L1C DN / 10000, SEN12MS-CR
+    band order), SAR (B, 2, H, W) in [0, 1] (VV, VH). Returns (B, 13, H, W): the input plus a
+    learned residual, no output activation, not clamped (spec §1, §2.5). H and W must be
+    multiples of 16; shift masks are built per forward for the actual size (spec §2.7 CHOICE).
+
+    Args:
+        repo_gate_order: use the official repository's attention order (gate on unmasked
+            logits, mask on the optical stream only) instead of GLF-CR's (default, spec §2.3).
+        **kwargs: :class:`GLFCR` hyperparameters (defaults = spec §2).
+    """
+
+    def __init__(self, repo_gate_order: bool = False, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.repo_gate_order = bool(repo_gate_order)
+        if self.repo_gate_order:
+            for block in self.RDBs:
+                for layer in block.convs:
+                    # same parameter set and names, only forward differs
+                    old = layer.attn
+                    layer.attn = RepoOrderWindowAttention(old.qkv.in_features, old.window, old.heads)
+
+
+@register_model("cafr", official_remap=remap_official_state_dict)
+def cafr(**kwargs: object) -> CAFR:
+    """CAFR with the repository hyperparameters (spec §2); kwargs override (e.g. repo_gate_order)."""
+    return CAFR(**kwargs)  # type: ignore[arg-type]
