@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from .inference.composite import KeepClearResult, keep_clear
 from .inference.predictor import PredictResult, default_checkpoint, predict_scene
+from .inference.temporal import SeriesResult, predict_series
 from .models import count_parameters, list_models, model_card
 from .quicklook import side_by_side
 
 __all__ = [
+    "KeepClearResult",
     "PredictResult",
+    "SeriesResult",
     "default_checkpoint",
     "describe_models",
+    "keep_clear",
     "predict_scene",
+    "predict_series",
     "side_by_side",
     "train",
 ]
@@ -31,6 +37,8 @@ def describe_models() -> list[dict[str, Any]]:
                 "optical_bands": list(card.optical_bands),
                 "sar_bands": list(card.sar_bands),
                 "size_multiple": card.size_multiple,
+                "temporal": card.temporal,
+                "sar_resampling": card.sar_resampling,
                 "default_checkpoint": card.default_checkpoint,
                 "defaults": card.defaults,
                 "summary": card.summary,

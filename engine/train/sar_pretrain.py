@@ -52,8 +52,14 @@ class SARPretrainConfig:
     beta: float = 0.1
     """Weight of the commitment term ‖z_e − sg[e]‖² (Eq. 9)."""
     codebook_size: int = 512
+    codebook_init: str = "uniform"
+    """``uniform``: U(−1/K, 1/K) (spec §4.2 CHOICE); ``data``: K encoder vectors of the first
+    batch (avoids early codebook collapse, where all pixels use one code)."""
     width: int = 128
     """Feature width; must equal CA-MTCR's (128) for the encoder to load into it."""
+    restart_after: int = 0
+    """> 0: a code that no pixel picked for this many steps is moved onto a random encoder
+    vector of the current batch (dead-code restart); 0 = off (the paper mentions none)."""
     swap: bool = True
     """Swap y1 and y2 at random per sample (§4.2 CHOICE)."""
     speckle_looks: float = 0.0
@@ -76,6 +82,10 @@ class SARPretrainConfig:
                 raise InputError(f"SAR pretraining config: {name} must be > 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise InputError(f"SAR pretraining config: lr must be > 0, got {self.lr}")
+        if self.codebook_init not in ("uniform", "data"):
+            raise InputError(
+                f"SAR pretraining config: codebook_init must be uniform or data, got {self.codebook_init!r}"
+            )
         if not self.pairs:
             raise InputError("SAR pretraining config: pairs is empty (expected [[path_a, path_b], ...])")
         for p in self.pairs:
@@ -210,11 +220,17 @@ def pretrain_sar(
     device = resolve_device(cfg.device)
     sampler = PairSampler(cfg, rng)
     model = SARVQVAE(2, cfg.width, cfg.codebook_size).to(device).train()
+    if cfg.codebook_init == "data":
+        y1, _ = sampler.batch()
+        model.init_codebook_from(model.encoder(y1.to(device)), torch.Generator().manual_seed(cfg.seed))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     progress.info(
         f"SAR VQ-VAE pretraining on {describe_device(device)}: {len(cfg.pairs)} pair(s), {cfg.steps} steps"
     )
     history: list[dict[str, float]] = []
+    idle = torch.zeros(cfg.codebook_size, dtype=torch.int64)  # steps since each code was last used
+    gen = torch.Generator().manual_seed(cfg.seed)
+    restarted = 0
     t0 = time.time()
     try:
         for step in range(1, cfg.steps + 1):
@@ -226,6 +242,12 @@ def pretrain_sar(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if cfg.restart_after > 0:
+                used = torch.bincount(out.indices.reshape(-1).cpu(), minlength=cfg.codebook_size) > 0
+                idle = torch.where(used, torch.zeros_like(idle), idle + 1)
+                dead = idle >= cfg.restart_after
+                restarted += model.restart_codes(dead.to(device), out.z_e.detach(), gen)
+                idle[dead] = 0
             terms["total"] = float(loss.detach())
             terms["codes_used"] = int(out.indices.unique().numel())
             history.append(terms)
@@ -250,6 +272,8 @@ def pretrain_sar(
         "loss_first_10": mean("total", head),
         "loss_last_10": mean("total", tail),
         "reconstruction_last_10": mean("reconstruction", tail),
+        "codes_used_last_10": mean("codes_used", tail),
+        "codes_restarted": restarted,
     }
     blob = {
         "format": FORMAT,
