@@ -96,14 +96,22 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def run_model(model: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Forward pass; temporal models (batch has ``days``) also get the acquisition days."""
+    if "days" in b:
+        return model(b["cloudy"], b["sar"], b["days"])
+    return model(b["cloudy"], b["sar"])
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
-    """Scores of the cloudy input and of the model output on a fixed evaluation set."""
+    """Scores of the cloudy input (target date) and of the model output on a fixed evaluation set."""
     was_training = model.training
     model.eval()
-    pred = model(data["cloudy"].to(device), data["sar"].to(device)).float().cpu()
+    pred = run_model(model, {k: v.to(device) for k, v in data.items()}).float().cpu()
     model.train(was_training)
-    return {"input": score(data["cloudy"], data), "model": score(pred, data)}
+    cloudy = data["cloudy"][:, -1] if "days" in data else data["cloudy"]
+    return {"input": score(cloudy, data), "model": score(pred, data)}
 
 
 def train(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
@@ -122,7 +130,10 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Path, dic
         eval_data = sampler.eval_set()
     else:
         optical, sar = read_scene(cfg.data["optical"], cfg.data["sar"], cfg.model)
-        sampler = SceneSampler(optical, sar, tuple(cfg.data["train_columns"]), bands=model_bands(cfg.model, len(optical)))
+        dates = int(cfg.data.get("dates", 3)) if card.temporal else 1
+        sampler = SceneSampler(
+            optical, sar, tuple(cfg.data["train_columns"]), bands=model_bands(cfg.model, len(optical)), dates=dates
+        )
         eval_data = sampler.eval_set(tuple(cfg.data["eval_columns"]), cfg.crop, seed=cfg.seed + 1)
         eval_data["mask"] = (eval_data["alpha"] > 0.1).float()
 
@@ -146,7 +157,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Path, dic
         if stages is not None:
             loss = stages(model.forward_stages(b["cloudy"], b["sar"]), b)
         else:
-            loss = loss_fn(model(b["cloudy"], b["sar"]), b)
+            loss = loss_fn(run_model(model, b), b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -32,7 +32,9 @@ def _neutral(pred: torch.Tensor, b: Mapping[str, torch.Tensor]) -> torch.Tensor:
 def objective(name: str, options: Mapping[str, Any] | None = None) -> Objective:
     """The loss called ``name``: ``l1`` (glf_cr.md §3), ``l1_ssim`` (MMCANet, mmcanet.md §4),
     ``cafr`` (cloud-aware MSE + SSIM, cafr.md §3; ``options`` go to ``cafr_loss``, e.g.
-    ``repo_loss: true``), ``align_cr`` (cloud-weighted Charbonnier, align_cr.md §3)."""
+    ``repo_loss: true``), ``align_cr`` (cloud-weighted Charbonnier, align_cr.md §3), ``ca_mtcr``
+    (2·L1 + 1·VGG16 feature + 250·style, ca_mtcr.md §3; ``vgg_weights: FILE`` in ``options``,
+    since VGG16 weights cannot be downloaded at run time)."""
     opts = dict(options or {})
     if name == "l1":
         return _masked_l1
@@ -44,6 +46,16 @@ def objective(name: str, options: Mapping[str, Any] | None = None) -> Objective:
         from ..losses.cafr import cafr_loss
 
         return lambda pred, b: cafr_loss(_neutral(pred, b), b["target"], b["mask"], **opts)
+    if name == "ca_mtcr":
+        from ..losses.perceptual import PerceptualLoss
+
+        perceptual = PerceptualLoss(opts.pop("vgg_weights", None), **opts)
+
+        def ca_mtcr(pred: torch.Tensor, b: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            perceptual.to(pred.device)
+            return perceptual(_neutral(pred, b), b["target"])
+
+        return ca_mtcr
     if name == "align_cr":
         from ..losses.align_cr import cloud_weighted_loss
 
@@ -51,7 +63,7 @@ def objective(name: str, options: Mapping[str, Any] | None = None) -> Objective:
     raise InputError(f"training config: unknown loss {name!r} (known: {', '.join(NAMES)})")
 
 
-NAMES = ("l1", "l1_ssim", "cafr", "align_cr")
+NAMES = ("l1", "l1_ssim", "cafr", "align_cr", "ca_mtcr")
 
 
 def staged(loss: Objective, weights: list[float] | None = None) -> Callable[[list[torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]:

@@ -53,6 +53,10 @@ class SceneSampler:
     bands: tuple[int, ...] | None = None
     """0-based optical bands the model sees (e.g. B4, B3, B2 for RGB models); all when None.
     Clouds are detected and synthesised on all 13 bands first."""
+    dates: int = 1
+    """> 1: time series for temporal models. Earlier dates are the clear scene with a small
+    gain change (±5 %) and their own synthetic clouds, 12 days apart; the last date is the
+    target. SAR is the same at every date (no change on the ground)."""
 
     def __post_init__(self) -> None:
         score = cloud_score(self.optical)
@@ -80,14 +84,25 @@ class SceneSampler:
         sl = (slice(y, y + size), slice(x, x + size))
         target = torch.from_numpy(self.optical[(slice(None), *sl)].copy())
         cloudy, alpha = self._cloudy(target, gen)
+        sar = torch.from_numpy(self.sar[(slice(None), *sl)].copy())
+        extra = {}
+        if self.dates > 1:
+            aux = []
+            for _ in range(self.dates - 1):
+                gain = float(torch.empty(1).uniform_(0.95, 1.05, generator=gen))
+                aux.append(self._cloudy(target * gain, gen)[0])
+            cloudy = torch.stack([*aux, cloudy])  # (T, C, h, w), target last
+            sar = sar.expand(self.dates, *sar.shape).clone()
+            extra["days"] = torch.arange(-(self.dates - 1), 1, dtype=torch.float32) * 12.0
         if self.bands is not None:
-            target, cloudy = target[list(self.bands)], cloudy[list(self.bands)]
+            target, cloudy = target[list(self.bands)], cloudy[..., list(self.bands), :, :]
         return {
             "cloudy": cloudy,
-            "sar": torch.from_numpy(self.sar[(slice(None), *sl)].copy()),
+            "sar": sar,
             "target": target,
             "weight": torch.from_numpy(self.clear[sl].astype(np.float32))[None],
             "alpha": alpha[None],
+            **extra,
         }
 
     def batch(self, n: int, size: int, gen: torch.Generator, min_clear: float = 0.5) -> dict[str, torch.Tensor]:
@@ -104,8 +119,10 @@ class SceneSampler:
             k = int(torch.randint(0, 4, (1,), generator=gen))
             flip = bool(torch.randint(0, 2, (1,), generator=gen))
             for key, v in s.items():
-                v = torch.rot90(v, k, dims=(1, 2))
-                s[key] = torch.flip(v, dims=(2,)) if flip else v
+                if v.ndim < 3:
+                    continue  # days
+                v = torch.rot90(v, k, dims=(-2, -1))
+                s[key] = torch.flip(v, dims=(-1,)) if flip else v
             items.append(s)
         return {k: torch.stack([s[k] for s in items]) for k in items[0]}
 
