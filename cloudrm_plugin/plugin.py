@@ -20,8 +20,11 @@ class CloudrmPlugin:
 
     def initProcessing(self) -> None:  # noqa: N802
         if self.provider is None:
-            self.provider = CloudrmProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+            provider = CloudrmProvider()
+            # addProvider deletes the object and returns False when the id is taken (a second
+            # instance of the plugin); keep no dangling reference then.
+            if QgsApplication.processingRegistry().addProvider(provider):
+                self.provider = provider
 
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()
@@ -37,6 +40,9 @@ class CloudrmPlugin:
         self.action.triggered.connect(self.show_dialog)
         self.iface.addPluginToRasterMenu(self.MENU, self.action)
         self.iface.addToolBarIcon(self.action)
+        from . import deps
+
+        deps.offer_guided_install(self.iface)  # message-bar "Install…" when torch & co. are missing
 
     def show_dialog(self) -> None:
         """Open (or raise) the Remove clouds dialog; it is created on first use."""

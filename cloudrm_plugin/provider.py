@@ -28,3 +28,12 @@ class CloudrmProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802
         for cls in ALGORITHMS:
             self.addAlgorithm(cls())
+        # The shipped graphical-modeler chains (resources/models/*.model3) appear in the toolbox too.
+        from qgis.core import QgsProcessingModelAlgorithm
+
+        from .paths import resources_dir
+
+        for path in sorted((resources_dir() / "models").glob("*.model3")):
+            model = QgsProcessingModelAlgorithm()
+            if model.fromFile(str(path)):
+                self.addAlgorithm(model)

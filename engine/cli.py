@@ -30,6 +30,26 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_series(args: argparse.Namespace) -> int:
+    from .api import predict_series
+    from .progress import TqdmProgress
+
+    bar = TqdmProgress("cloudrm predict-series")
+    try:
+        res = predict_series(
+            args.optical, args.sar, args.out, method=args.method, checkpoint=args.checkpoint,
+            device=args.device, tile_size=args.tile_size, overlap=args.overlap, dates=args.dates,
+            progress=bar, reducer=args.reducer, per=args.per,
+        )
+    finally:
+        bar.close()
+    print(
+        f"wrote {res.output} ({res.method}, target {res.target.name}, dates {', '.join(d or '?' for d in res.dates)}, "
+        f"{res.tiles} tiles of {res.tile_size} px, {res.device}, {res.seconds:.1f} s)"
+    )
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from .api import describe_models
 
@@ -59,6 +79,21 @@ def _train(args: argparse.Namespace) -> int:
         bar.close()
     print(f"wrote {path}")
     print(json.dumps({k: record[k] for k in ("steps", "seconds", "held_out_before", "held_out_after")}, indent=2))
+    return 0
+
+
+def _pretrain_sar(args: argparse.Namespace) -> int:
+    from .progress import TqdmProgress
+    from .train.sar_pretrain import pretrain_sar
+
+    bar = TqdmProgress("cloudrm pretrain-sar", unit="step")
+    try:
+        path = pretrain_sar(
+            args.config, progress=bar, steps=args.steps, out=args.out, device=args.device, threads=args.threads
+        )
+    finally:
+        bar.close()
+    print(f"wrote {path}")
     return 0
 
 
@@ -97,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output GeoTIFF (on the optical grid)")
     pr.set_defaults(func=_predict)
 
+    ps = sub.add_parser("predict-series", help="cloud-free image of the latest date of a time series")
+    ps.add_argument("--optical", required=True, nargs="+", help="optical GeoTIFFs (S2 L1C, 13 bands), any order")
+    ps.add_argument("--sar", nargs="+", help="SAR GeoTIFFs (VV, VH in dB), one per optical raster (ca_mtcr)")
+    ps.add_argument("--method", default="least_cloudy", choices=["ca_mtcr", "least_cloudy", "mosaicing"],
+                    help="temporal model or weight-free baseline (default least_cloudy)")
+    ps.add_argument("--dates", nargs="+", help="ISO dates, one per optical raster (default: metadata, file names)")
+    ps.add_argument("--checkpoint", help="ca_mtcr weights file")
+    ps.add_argument("--device", default="auto", help="auto, cpu or cuda:N (ca_mtcr; default auto)")
+    ps.add_argument("--tile-size", type=int, help="tile size in px (default 256)")
+    ps.add_argument("--overlap", type=int, help="tile overlap in px (default: ca_mtcr 32, baselines 16)")
+    ps.add_argument("--reducer", default="median", choices=["median", "mean"], help="mosaicing reducer")
+    ps.add_argument("--per", default="pixel", choices=["pixel", "tile"], help="least_cloudy: per pixel or per tile")
+    ps.add_argument("--out", required=True, help="output GeoTIFF (on the latest optical raster's grid)")
+    ps.set_defaults(func=_predict_series)
+
     m = sub.add_parser("models", help="list registered models")
     m.add_argument("--json", action="store_true", help="machine-readable list")
     m.set_defaults(func=_models)
@@ -108,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto, cpu or cuda:N")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.set_defaults(func=_train)
+
+    sp = sub.add_parser("pretrain-sar", help="pretrain CA-MTCR's SAR encoder (VQ-VAE, Noise2Noise) from YAML")
+    sp.add_argument("--config", required=True, help="YAML file, e.g. engine/configs/train/ca_mtcr_sar_pretrain.yaml")
+    sp.add_argument("--steps", type=int, help="override the number of steps")
+    sp.add_argument("--out", help="override the encoder file path")
+    sp.add_argument("--device", help="auto, cpu or cuda:N")
+    sp.add_argument("--threads", type=int, help="torch CPU threads")
+    sp.set_defaults(func=_pretrain_sar)
 
     q = sub.add_parser("quicklook", help="true-colour PNG of two rasters side by side")
     q.add_argument("--before", required=True)

@@ -7,7 +7,8 @@ The installed plugin is one folder, ``cloudrm_plugin/``:
       metadata.txt             <- repo metadata.txt
       engine/                  <- repo engine/ (imported as cloudrm_plugin.engine;
                                   no top-level "engine" module lands on QGIS's sys.path)
-      resources/               <- repo resources/ (icons, demo checkpoint, sample data)
+      resources/               <- repo resources/ (icons, demo checkpoint, sample data,
+                                  models/*.model3 graphical-modeler chains)
       site_paths.txt           <- install only: the venv site-packages to append to sys.path
 
 Usage:
@@ -34,7 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 NAME = "cloudrm_plugin"
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", "*.part*", ".*.tmp")
-RESOURCE_DIRS = ("icons", "checkpoints", "sample")
+RESOURCE_DIRS = ("icons", "checkpoints", "sample", "models")
+RESOURCE_IGNORE = {"models": shutil.ignore_patterns("*.py", "__pycache__")}  # ship the .model3, not their generator
 
 
 def build(dest_parent: Path) -> Path:
@@ -47,7 +49,7 @@ def build(dest_parent: Path) -> Path:
     for sub in RESOURCE_DIRS:
         src = REPO / "resources" / sub
         if src.is_dir():
-            shutil.copytree(src, dest / "resources" / sub, ignore=IGNORE)
+            shutil.copytree(src, dest / "resources" / sub, ignore=RESOURCE_IGNORE.get(sub, IGNORE))
     shutil.copy2(REPO / "metadata.txt", dest / "metadata.txt")
     shutil.copy2(REPO / "README.md", dest / "README.md")
     return dest

@@ -232,12 +232,18 @@ def test_plugin_adds_menu_entry_and_toolbar_button(qgis_app, qgis_iface):
             return lambda *args: calls.append((name, *args))
 
     plugin = CloudrmPlugin(Iface())
+    # The session's provider fixture already holds the id "cloudrm": this instance must not
+    # take it over or remove it (provider registration is tested in test_remove_clouds.py).
+    session_provider = QgsApplication.processingRegistry().providerById("cloudrm")
     plugin.initGui()
     try:
         assert plugin.action.text() == "Remove clouds…"
         assert ("addPluginToRasterMenu", "cloudrm", plugin.action) in calls
         assert ("addToolBarIcon", plugin.action) in calls
-        assert QgsApplication.processingRegistry().providerById("cloudrm") is plugin.provider
+        if session_provider is None:
+            assert QgsApplication.processingRegistry().providerById("cloudrm") is plugin.provider
+        else:
+            assert plugin.provider is None  # the duplicate was refused, no dangling reference
     finally:
         action = plugin.action
         plugin.unload()
