@@ -1,4 +1,4 @@
-"""``cloudrm`` command line: predict | models | train | quicklook | info."""
+"""``cloudrm`` command line: predict | predict-series | models | train | pretrain-sar | quicklook | info."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("predict", help="remove clouds from a whole scene, write a GeoTIFF")
-    pr.add_argument("--optical", required=True, help="cloudy optical GeoTIFF (S2 L1C, 13 bands, DN)")
+    pr.add_argument("--optical", required=True, help="cloudy optical GeoTIFF, DN, with the model's bands (S2 L1C 13 bands; RGB models pick B4, B3, B2; align_cr: PlanetScope B, G, R, NIR)")
     pr.add_argument("--sar", required=True, help="SAR GeoTIFF, VV and VH in dB")
     pr.add_argument("--model", default="glf_cr", help="registered model name (see `cloudrm models`)")
     pr.add_argument("--checkpoint", help="weights file (default: the model's bundled checkpoint)")

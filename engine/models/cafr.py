@@ -41,22 +41,12 @@ class RepoOrderWindowAttention(DualWindowAttention):
         Returns:
             Optical and SAR outputs, (B·nW, M², C) each.
         """
-        n_win, n, c = x.shape
-        logits, v = self._logits(self.qkv, x)
-        logits_sar, v_sar = self._logits(self.qkv_SAR, x_sar)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
-        logits = logits + bias
-        logits_sar = logits_sar + bias
+        logits, logits_sar, v, v_sar = self._biased_logits(x, x_sar)
         diff = logits_sar - logits
         logits = logits + diff * torch.sigmoid(self.attn_fuse_1x1conv(diff))
         if mask is not None:
-            nw = mask.shape[0]
-            m = mask.unsqueeze(1).unsqueeze(0)
-            logits = (logits.view(n_win // nw, nw, self.heads, n, n) + m).view(-1, self.heads, n, n)
-        y = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(n_win, n, c)
-        y_sar = (logits_sar.softmax(dim=-1) @ v_sar).transpose(1, 2).reshape(n_win, n, c)
-        return self.proj(y), self.proj_SAR(y_sar)
+            logits = self._masked(logits, mask)
+        return self._attend(logits, logits_sar, v, v_sar)
 
 
 class CAFR(GLFCR):

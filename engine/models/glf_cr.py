@@ -75,24 +75,38 @@ class DualWindowAttention(nn.Module):
         Returns:
             Optical and SAR outputs, (B·nW, M², C) each.
         """
-        n_win, n, c = x.shape
+        logits, logits_sar, v, v_sar = self._biased_logits(x, x_sar)
+        if mask is not None:
+            logits, logits_sar = self._masked(logits, mask), self._masked(logits_sar, mask)
+        diff = logits_sar - logits
+        logits = logits + diff * torch.sigmoid(self.attn_fuse_1x1conv(diff))
+        return self._attend(logits, logits_sar, v, v_sar)
+
+    def _biased_logits(
+        self, x: torch.Tensor, x_sar: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-stream logits plus the shared relative-position bias (B·nW, heads, M², M²), and values."""
+        n = x.shape[1]
         logits, v = self._logits(self.qkv, x)
         logits_sar, v_sar = self._logits(self.qkv_SAR, x_sar)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
-        logits = logits + bias
-        logits_sar = logits_sar + bias
-        if mask is not None:
-            nw = mask.shape[0]
-            m = mask.unsqueeze(1).unsqueeze(0)
-            logits = (logits.view(n_win // nw, nw, self.heads, n, n) + m).view(-1, self.heads, n, n)
-            logits_sar = (logits_sar.view(n_win // nw, nw, self.heads, n, n) + m).view(
-                -1, self.heads, n, n
-            )
-        diff = logits_sar - logits
-        logits = logits + diff * torch.sigmoid(self.attn_fuse_1x1conv(diff))
-        y = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(n_win, n, c)
-        y_sar = (logits_sar.softmax(dim=-1) @ v_sar).transpose(1, 2).reshape(n_win, n, c)
+        return logits + bias, logits_sar + bias, v, v_sar
+
+    def _masked(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Add the shifted-window mask (nW, M², M²) to logits (B·nW, heads, M², M²)."""
+        n_win, n = logits.shape[0], logits.shape[-1]
+        nw = mask.shape[0]
+        m = mask.unsqueeze(1).unsqueeze(0)
+        return (logits.view(n_win // nw, nw, self.heads, n, n) + m).view(-1, self.heads, n, n)
+
+    def _attend(
+        self, logits: torch.Tensor, logits_sar: torch.Tensor, v: torch.Tensor, v_sar: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax-weighted values per stream, projected: (B·nW, M², C) each."""
+        n_win, _, n, _ = logits.shape
+        y = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(n_win, n, -1)
+        y_sar = (logits_sar.softmax(dim=-1) @ v_sar).transpose(1, 2).reshape(n_win, n, -1)
         return self.proj(y), self.proj_SAR(y_sar)
 
 
