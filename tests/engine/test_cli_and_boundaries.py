@@ -83,3 +83,16 @@ def test_packaged_names_cover_every_engine_package():
     }
     assert found == listed
     assert not Path(REPO / "engine" / "__init__.py").read_text().count("import torch")
+
+
+def test_predict_runs_an_rgb_model_and_says_which_bands_it_wrote(tmp_path):
+    from tests.conftest import crop_sample, make_checkpoint
+
+    opt, sar = crop_sample(tmp_path, 0, 0, 32)
+    ckpt = make_checkpoint("mpir4", tmp_path / "mpir4.pt")
+    out = tmp_path / "rgb.tif"
+    r = run("predict", "--optical", opt, "--sar", sar, "--model", "mpir4", "--checkpoint", ckpt,
+            "--tile-size", "32", "--overlap", "0", "--out", out)
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(out) as ds:
+        assert ds.count == 3 and ds.descriptions == ("B4", "B3", "B2")

@@ -194,3 +194,43 @@ def test_processing_run_ca_mtcr_untrained(provider, tmp_path, feedback):
         y = o.read()
     assert 0 < y.max() <= 10000  # sigmoid output × 10000
     assert any("ca_mtcr on cpu" in m and "days [-20, -10, 0]" in m for m in feedback.infos)
+
+
+def test_runs_as_a_step_of_a_graphical_model(provider, tmp_path):
+    """The algorithm inside a QgsProcessingModelAlgorithm (what the graphical modeler builds)."""
+    import processing
+    from qgis.core import (
+        QgsProcessing,
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterMultipleLayers,
+    )
+
+    opts, _, arrays = build_series(tmp_path)
+    model = QgsProcessingModelAlgorithm("series chain", "cloudrm tests")
+    model.addModelParameter(
+        QgsProcessingParameterMultipleLayers("series", "series", QgsProcessing.TypeRaster),
+        QgsProcessingModelParameter("series"),
+    )
+    child = QgsProcessingModelChildAlgorithm("cloudrm:removecloudsmultitemporal")
+    child.setChildId("mt")
+    child.addParameterSources("OPTICAL_SERIES", [QgsProcessingModelChildParameterSource.fromModelParameter("series")])
+    # the modeler's dialog fills every mandatory parameter with its default; do the same
+    for key, value in (("METHOD", "least_cloudy"), ("DEVICE", "auto"), ("TILE_SIZE", 32), ("OVERLAP", 16)):
+        child.addParameterSources(key, [QgsProcessingModelChildParameterSource.fromStaticValue(value)])
+    output = QgsProcessingModelOutput("cloudfree")
+    output.setChildId("mt")
+    output.setChildOutputName("OUTPUT")
+    child.setModelOutputs({"cloudfree": output})
+    model.addChildAlgorithm(child)
+    ok, problems = model.validate()
+    assert ok, problems
+    out = tmp_path / "chain.tif"
+    res = processing.run(model, {"series": [str(p) for p in reversed(opts)], "mt:cloudfree": str(out)})
+    assert res["mt:cloudfree"] == str(out)
+    with rasterio.open(out) as y, rasterio.open(opts[-1]) as target:
+        assert (y.crs, y.transform, y.shape) == (target.crs, target.transform, target.shape)
+        check_least_cloudy(y.read().astype(np.int32), arrays)
