@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from ..data.bands import S2_BANDS
 from ..data.normalize import apply_card, fill_invalid
 from ..errors import Canceled, CheckpointError, InputError
 from ..io.align import SarTiles
-from ..io.checkpoint import Checkpoint, build_model, load_checkpoint
+from ..io.checkpoint import build_model, load_checkpoint
 from ..io.raster import (
     RasterInfo,
     atomic_output,
@@ -149,6 +151,39 @@ def _output_converter(opt: RasterInfo, scale: float, clip_hi: float, bands: int)
     return convert
 
 
+@contextlib.contextmanager
+def blended_geotiff(
+    out: str | os.PathLike[str],
+    like: RasterInfo,
+    grid: TileGrid,
+    bands: Sequence[str | None],
+    tags: Mapping[str, str],
+    scale: float,
+    clip_hi: float,
+) -> Iterator[StreamingBlender]:
+    """An atomic GeoTIFF on ``like``'s grid (dtype, nodata) fed through a :class:`StreamingBlender`.
+
+    Tiles added to the yielded blender are (len(bands) + 1, h, w) float arrays: the values in
+    the model's [0, 1] scale, then a validity channel (see :func:`_output_converter`). Blocks
+    are written as soon as they are complete. An exception in the body (a cancel) leaves no file.
+    """
+    convert = _output_converter(like, scale, clip_hi, len(bands))
+    profile = geotiff_profile(like, len(bands), like.dtype, like.nodata)
+    with atomic_output(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        for i, name in enumerate(bands, start=1):
+            if name:
+                dst.set_band_description(i, name)
+        dst.update_tags(**tags, CLOUDRM_VERSION=__version__)
+
+        def emit(y: int, x: int, block: np.ndarray) -> None:
+            dst.write(convert(block), window=((y, y + block.shape[1]), (x, x + block.shape[2])))
+
+        blender = StreamingBlender(grid, len(bands) + 1, emit)
+        yield blender
+        if not blender.done:  # pragma: no cover - a bug, not a user error
+            raise RuntimeError("tiling left pixels unwritten")
+
+
 def predict_scene(
     optical: str | os.PathLike[str],
     sar: str | os.PathLike[str],
@@ -218,7 +253,6 @@ def predict_scene(
     norm = ckpt.normalisation
     scale = float(norm["optical"]["scale"])
     clip_hi = float(norm["optical"]["clip"][1])
-    n_bands = len(out_bands)
 
     with rasterio.open(opt_info.path) as opt_ds, SarTiles(sar_info, opt_info, rec, card.sar_resampling) as sar_tiles:
         opt_fill = file_mean(opt_ds) if (opt_info.nodata is not None or opt_info.dtype.startswith("float")) else 0.0
@@ -231,24 +265,14 @@ def predict_scene(
             f"{model} on {describe_device(dev)}: {grid.describe()}, batch {batch_size}; "
             f"checkpoint {ckpt_path.name} ({ckpt.trained_on[:80]}{'…' if len(ckpt.trained_on) > 80 else ''})"
         )
-        convert = _output_converter(opt_info, scale, clip_hi, n_bands)
-        profile = geotiff_profile(opt_info, n_bands, opt_info.dtype, opt_info.nodata)
-        with atomic_output(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            for i, name in enumerate(out_bands, start=1):
-                dst.set_band_description(i, name)
-            dst.update_tags(
-                CLOUDRM_MODEL=model,
-                CLOUDRM_CHECKPOINT=ckpt_path.name,
-                CLOUDRM_TRAINED_ON=ckpt.trained_on,
-                CLOUDRM_OPTICAL=opt_info.path.name,
-                CLOUDRM_SAR=sar_info.path.name,
-                CLOUDRM_VERSION=__version__,
-            )
-
-            def emit(y: int, x: int, block: np.ndarray) -> None:
-                dst.write(convert(block), window=((y, y + block.shape[1]), (x, x + block.shape[2])))
-
-            blender = StreamingBlender(grid, n_bands + 1, emit)
+        tags = {
+            "CLOUDRM_MODEL": model,
+            "CLOUDRM_CHECKPOINT": ckpt_path.name,
+            "CLOUDRM_TRAINED_ON": ckpt.trained_on,
+            "CLOUDRM_OPTICAL": opt_info.path.name,
+            "CLOUDRM_SAR": sar_info.path.name,
+        }
+        with blended_geotiff(out, opt_info, grid, out_bands, tags, scale, clip_hi) as blender:
             tiles = list(grid)
             done = 0
             rec.update(0, len(tiles))
@@ -276,8 +300,6 @@ def predict_scene(
                     blender.add(t, np.concatenate([p, v]), grid.weight(t))
                 done += len(batch)
                 rec.update(done, len(tiles))
-            if not blender.done:  # pragma: no cover - a bug, not a user error
-                raise RuntimeError("tiling left pixels unwritten")
     return PredictResult(
         output=Path(out),
         model=model,

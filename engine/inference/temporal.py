@@ -17,20 +17,19 @@ import numpy as np
 import rasterio
 import torch
 
-from .. import __version__
 from ..baselines import choice_index, least_cloudy, mosaicing, tile_choice
 from ..data.bands import S2_BANDS
 from ..data.cloudmask import cloud_mask
 from ..data.normalize import apply_card, fill_invalid
 from ..errors import Canceled, CheckpointError, InputError
 from ..io.checkpoint import build_model, load_checkpoint
-from ..io.raster import atomic_output, file_mean, geotiff_profile, invalid_mask, read_padded
+from ..io.raster import file_mean, invalid_mask, read_padded
 from ..io.series import Series, load_series, open_series
 from ..models import model_card
 from ..progress import NullProgress, Progress
 from .device import describe_device, resolve_device
-from .predictor import _output_converter, _Recorder, default_checkpoint
-from .tiling import StreamingBlender, TileGrid
+from .predictor import _check_sar, _Recorder, blended_geotiff, default_checkpoint, select_optical_bands
+from .tiling import TileGrid
 
 METHODS = ("ca_mtcr", "least_cloudy", "mosaicing")
 BASELINE_DEFAULTS = {"tile_size": 256, "overlap": 16}
@@ -173,7 +172,6 @@ def _tags(series: Series, method: str) -> dict[str, str]:
         "CLOUDRM_TARGET": series.target.path.name,
         "CLOUDRM_SERIES": ";".join(i.optical.path.name for i in series.items),
         "CLOUDRM_DATES": ";".join(d or "" for d in series.dates()),
-        "CLOUDRM_VERSION": __version__,
     }
 
 
@@ -194,22 +192,12 @@ def _run_baseline(
     dtype = np.dtype(target.dtype)
     clip_hi = float(np.iinfo(dtype).max) if dtype.kind in "iu" else float("inf")
     n_bands = target.count
-    convert = _output_converter(target, 1.0, clip_hi, n_bands)
     what = f"{method} ({reducer})" if method == "mosaicing" else f"{method} (per {per})"
     rec.info(f"{what} over {len(series)} date(s): {grid.describe()}")
     replaced = 0
+    tags = {**_tags(series, method), "CLOUDRM_REDUCER": reducer if method == "mosaicing" else per}
     with open_series(series, rec, sar=False) as (opts, _):
-        profile = geotiff_profile(target, n_bands, target.dtype, target.nodata)
-        with atomic_output(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            for i, name in enumerate(_band_names(series, n_bands), start=1):
-                if name:
-                    dst.set_band_description(i, name)
-            dst.update_tags(**_tags(series, method), CLOUDRM_REDUCER=reducer if method == "mosaicing" else per)
-
-            def emit(y: int, x: int, block: np.ndarray) -> None:
-                dst.write(convert(block), window=((y, y + block.shape[1]), (x, x + block.shape[2])))
-
-            blender = StreamingBlender(grid, n_bands + 1, emit)
+        with blended_geotiff(out, target, grid, _band_names(series, n_bands), tags, 1.0, clip_hi) as blender:
             tiles = list(grid)
             rec.update(0, len(tiles))
             for done, t in enumerate(tiles, start=1):
@@ -225,8 +213,6 @@ def _run_baseline(
                 replaced += int(rep[:ys, :xs].sum())
                 blender.add(t, np.concatenate([comp, valid[None].astype(np.float64)]), grid.weight(t))
                 rec.update(done, len(tiles))
-            if not blender.done:  # pragma: no cover - a bug, not a user error
-                raise RuntimeError("tiling left pixels unwritten")
     frac = replaced / float(target.height * target.width)
     rec.info(f"{100 * frac:.1f}% of the target's pixels were cloudy and filled from other dates")
     return SeriesResult(
@@ -248,18 +234,11 @@ def _run_model(series: Series, out, checkpoint, device, tile_size, overlap, rec:
     ckpt = load_checkpoint(ckpt_path, model=name)
     if ckpt.model != name:
         raise CheckpointError(f"checkpoint {ckpt_path} holds model {ckpt.model!r}, not {name!r}")
-    want_opt, want_sar = ckpt.bands["optical"], ckpt.bands["sar"]
+    want_opt = list(ckpt.bands["optical"])
+    in_bands = []  # per date: which bands of its raster feed the model, in the model's order
     for it in series.items:
-        if it.optical.count != len(want_opt):
-            raise InputError(
-                f"optical raster {it.optical.describe()} has {it.optical.count} bands; model {name} expects "
-                f"{len(want_opt)}: {', '.join(want_opt)}"
-            )
-        if it.sar.count != len(want_sar):  # type: ignore[union-attr]
-            raise InputError(
-                f"SAR raster {it.sar.describe()} has {it.sar.count} bands; model {name} expects "  # type: ignore[union-attr]
-                f"{len(want_sar)}: {', '.join(want_sar)} (σ0 in dB)"
-            )
+        in_bands.append(select_optical_bands(it.optical, want_opt, name, ckpt_path.name))
+        _check_sar(it.sar, list(ckpt.bands["sar"]), name)  # type: ignore[arg-type]
     dev = resolve_device(device)
     tile_size = int(tile_size or card.defaults.get("tile_size", 256))
     overlap = int(card.defaults.get("overlap", 32) if overlap is None else overlap)
@@ -269,7 +248,6 @@ def _run_model(series: Series, out, checkpoint, device, tile_size, overlap, rec:
     norm = ckpt.normalisation
     scale = float(norm["optical"]["scale"])
     clip_hi = float(norm["optical"]["clip"][1])
-    n_bands = len(card.output_bands or want_opt)
     days = torch.from_numpy(series.days())[None]  # (1, T)
     with open_series(series, rec, sar=True) as (opts, sars):
         # card `nan_fill`: `zero` = 0 after scaling (CA-MTCR, UnCRtainTS), else the file mean before it
@@ -288,18 +266,10 @@ def _run_model(series: Series, out, checkpoint, device, tile_size, overlap, rec:
             f"{name} on {describe_device(dev)}: {len(series)} dates, days {series.days().astype(int).tolist()}, "
             f"{grid.describe()}; checkpoint {ckpt_path.name} ({ckpt.trained_on[:80]})"
         )
-        convert = _output_converter(target, scale, clip_hi, n_bands)
-        profile = geotiff_profile(target, n_bands, target.dtype, target.nodata)
-        with atomic_output(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            for i, b in enumerate(card.output_bands or want_opt, start=1):
-                dst.set_band_description(i, b)
-            dst.update_tags(**_tags(series, name), CLOUDRM_MODEL=name, CLOUDRM_CHECKPOINT=ckpt_path.name,
-                            CLOUDRM_TRAINED_ON=ckpt.trained_on)
-
-            def emit(y: int, x: int, block: np.ndarray) -> None:
-                dst.write(convert(block), window=((y, y + block.shape[1]), (x, x + block.shape[2])))
-
-            blender = StreamingBlender(grid, n_bands + 1, emit)
+        tags = {**_tags(series, name), "CLOUDRM_MODEL": name, "CLOUDRM_CHECKPOINT": ckpt_path.name,
+                "CLOUDRM_TRAINED_ON": ckpt.trained_on}
+        bands = list(card.output_bands or want_opt)
+        with blended_geotiff(out, target, grid, bands, tags, scale, clip_hi) as blender:
             tiles = list(grid)
             rec.update(0, len(tiles))
             for done, t in enumerate(tiles, start=1):
@@ -307,7 +277,7 @@ def _run_model(series: Series, out, checkpoint, device, tile_size, overlap, rec:
                     raise Canceled("canceled; no output written")
                 o_list, s_list, target_bad = [], [], None
                 for k in range(len(series)):
-                    o = read_padded(opts[k], t.y, t.x, grid.size)
+                    o = read_padded(opts[k], t.y, t.x, grid.size, bands=in_bands[k])
                     s = read_padded(sars[k], t.y, t.x, grid.size)
                     bad = invalid_mask(o, opts[k].nodata)
                     o = fill_invalid(o, bad, opt_fill[k])
@@ -326,8 +296,6 @@ def _run_model(series: Series, out, checkpoint, device, tile_size, overlap, rec:
                 v = (~target_bad).astype(np.float32)[None]  # type: ignore[operator]
                 blender.add(t, np.concatenate([p, v]), grid.weight(t))
                 rec.update(done, len(tiles))
-            if not blender.done:  # pragma: no cover
-                raise RuntimeError("tiling left pixels unwritten")
     return SeriesResult(
         output=Path(out), method=name, target=target.path, dates=series.dates(),
         date_sources=[i.date_source for i in series.items], checkpoint=ckpt_path, device=describe_device(dev),

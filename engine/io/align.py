@@ -11,6 +11,7 @@ resampled. ``open_sar_on_grid`` gives the same result as one ``WarpedVRT`` over 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,43 +53,76 @@ def _fmt_bounds(b: tuple[float, float, float, float]) -> str:
     return "(" + ", ".join(f"{v:.1f}" for v in b) + ")"
 
 
-def check_alignment(sar: RasterInfo, optical: RasterInfo, progress: Progress, resampling: str = "bilinear") -> bool:
-    """True when SAR must be resampled; warns the user then. Raises when it cannot be aligned.
+def check_grid(
+    src: RasterInfo,
+    onto: RasterInfo,
+    progress: Progress,
+    role: str,
+    onto_label: str,
+    action: str,
+    uncovered: str,
+) -> bool:
+    """True when ``src`` must be resampled onto ``onto``'s grid; warns the user then.
+
+    Messages read "<role> raster 'a' … <onto_label> 'b'; <action>" and, for partial cover,
+    "…; <uncovered>" (e.g. role "SAR", onto_label "optical raster").
 
     Raises:
         InputError: no georeferencing to align with, or no overlap (both rasters named).
     """
-    if resampling not in RESAMPLING:
-        raise InputError(f"unknown SAR resampling {resampling!r}; use one of {', '.join(RESAMPLING)}")
-    if same_grid(sar, optical):
+    if same_grid(src, onto):
         return False
-    if sar.crs is None or optical.crs is None:
+    if src.crs is None or onto.crs is None:
         raise InputError(
-            f"SAR raster {sar.describe()} and optical raster {optical.describe()} are not on the same "
+            f"{role} raster {src.describe()} and {onto_label} {onto.describe()} are not on the same "
             "grid and at least one has no CRS, so they cannot be aligned"
         )
-    frac = coverage(optical, sar)
+    frac = coverage(onto, src)
     if frac <= 0:
-        sb = transform_bounds(sar.crs, optical.crs, *sar.bounds, densify_pts=21)
+        sb = transform_bounds(src.crs, onto.crs, *src.bounds, densify_pts=21)
         raise InputError(
-            f"SAR raster {sar.describe()} does not overlap optical raster {optical.describe()}: "
-            f"SAR extent {_fmt_bounds(sb)} vs optical extent {_fmt_bounds(optical.bounds)} "
-            f"(both in {optical.crs.to_string()})"
+            f"{role} raster {src.describe()} does not overlap {onto_label} {onto.describe()}: "
+            f"{role} extent {_fmt_bounds(sb)} vs {onto_label} extent {_fmt_bounds(onto.bounds)} "
+            f"(both in {onto.crs.to_string()})"
         )
-    rx, ry = sar.resolution
-    how = "nearest neighbour, as the model was trained" if resampling == "nearest" else "bilinear, in dB"
+    rx, ry = src.resolution
     progress.warning(
-        f"SAR raster '{sar.name}' ({sar.crs.to_string()}, {rx:g}×{ry:g} per pixel) is not on the grid "
-        f"of optical raster '{optical.name}' ({optical.crs.to_string()}, "
-        f"{optical.resolution[0]:g}×{optical.resolution[1]:g}); resampling SAR onto the optical grid "
-        f"tile by tile ({how})"
+        f"{role} raster '{src.name}' ({src.crs.to_string()}, {rx:g}×{ry:g} per pixel) is not on the grid "
+        f"of {onto_label} '{onto.name}' ({onto.crs.to_string()}, "
+        f"{onto.resolution[0]:g}×{onto.resolution[1]:g}); {action}"
     )
     if frac < 0.999:
-        progress.warning(
-            f"SAR raster '{sar.name}' covers only {100 * frac:.1f}% of optical raster '{optical.name}'; "
-            "pixels without SAR get the SAR file mean and their result is unreliable"
-        )
+        progress.warning(f"{role} raster '{src.name}' covers only {100 * frac:.1f}% of {onto_label} '{onto.name}'; {uncovered}")
     return True
+
+
+def check_alignment(sar: RasterInfo, optical: RasterInfo, progress: Progress, resampling: str = "bilinear") -> bool:
+    """:func:`check_grid` for SAR onto the optical grid with the model's ``resampling``."""
+    if resampling not in RESAMPLING:
+        raise InputError(f"unknown SAR resampling {resampling!r}; use one of {', '.join(RESAMPLING)}")
+    how = "nearest neighbour, as the model was trained" if resampling == "nearest" else "bilinear, in dB"
+    return check_grid(
+        sar, optical, progress, "SAR", "optical raster",
+        f"resampling SAR onto the optical grid tile by tile ({how})",
+        "pixels without SAR get the SAR file mean and their result is unreliable",
+    )
+
+
+@contextlib.contextmanager
+def warped_onto(path: str | os.PathLike[str], onto: RasterInfo, resampling: str = "bilinear") -> Iterator[Any]:
+    """The raster at ``path`` as a float32 ``WarpedVRT`` on ``onto``'s grid, NaN where it has no data."""
+    with rasterio.open(path) as src, WarpedVRT(
+        src,
+        crs=onto.crs,
+        transform=onto.transform,
+        width=onto.width,
+        height=onto.height,
+        resampling=RESAMPLING[resampling],
+        src_nodata=src.nodata,
+        nodata=np.nan,
+        dtype="float32",
+    ) as vrt:
+        yield vrt
 
 
 @contextlib.contextmanager
@@ -104,17 +138,7 @@ def open_sar_on_grid(
         with rasterio.open(sar.path) as ds:
             yield ds
         return
-    with rasterio.open(sar.path) as src, WarpedVRT(
-        src,
-        crs=optical.crs,
-        transform=optical.transform,
-        width=optical.width,
-        height=optical.height,
-        resampling=RESAMPLING[resampling],
-        src_nodata=src.nodata,
-        nodata=np.nan,
-        dtype="float32",
-    ) as vrt:
+    with warped_onto(sar.path, optical, resampling) as vrt:
         yield vrt
 
 

@@ -25,13 +25,10 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
 
 from ..errors import InputError
 from ..progress import Progress
-from .align import coverage, open_sar_on_grid, same_grid
+from .align import check_grid, open_sar_on_grid, warped_onto
 from .raster import RasterInfo, raster_info
 
 DATE_TAGS: tuple[str, ...] = (
@@ -236,44 +233,16 @@ def open_optical_on_grid(info: RasterInfo, target: RasterInfo, progress: Progres
 
     Resampled rasters read as float32 with NaN where there is no data.
     """
-    if same_grid(info, target):
+    moved = check_grid(
+        info, target, progress, "optical", "the target",
+        "resampling it onto the target grid on the fly (bilinear)",
+        "pixels outside it count as missing for that date",
+    )
+    if not moved:
         with rasterio.open(info.path) as ds:
             yield ds
         return
-    if info.crs is None or target.crs is None:
-        raise InputError(
-            f"optical raster {info.describe()} is not on the grid of the target {target.describe()} and at "
-            "least one has no CRS, so they cannot be aligned"
-        )
-    frac = coverage(target, info)
-    if frac <= 0:
-        ob = transform_bounds(info.crs, target.crs, *info.bounds, densify_pts=21)
-        raise InputError(
-            f"optical raster {info.describe()} does not overlap the target {target.describe()}: extent "
-            f"({', '.join(f'{v:.1f}' for v in ob)}) vs ({', '.join(f'{v:.1f}' for v in target.bounds)}) "
-            f"(both in {target.crs.to_string()})"
-        )
-    progress.warning(
-        f"optical raster '{info.name}' ({info.crs.to_string()}, {info.resolution[0]:g}×{info.resolution[1]:g}) "
-        f"is not on the grid of the target '{target.name}' ({target.crs.to_string()}, "
-        f"{target.resolution[0]:g}×{target.resolution[1]:g}); resampling it onto the target grid on the fly (bilinear)"
-    )
-    if frac < 0.999:
-        progress.warning(
-            f"optical raster '{info.name}' covers only {100 * frac:.1f}% of the target '{target.name}'; "
-            "pixels outside it count as missing for that date"
-        )
-    with rasterio.open(info.path) as src, WarpedVRT(
-        src,
-        crs=target.crs,
-        transform=target.transform,
-        width=target.width,
-        height=target.height,
-        resampling=Resampling.bilinear,
-        src_nodata=src.nodata,
-        nodata=np.nan,
-        dtype="float32",
-    ) as vrt:
+    with warped_onto(info.path, target, "bilinear") as vrt:
         yield vrt
 
 
