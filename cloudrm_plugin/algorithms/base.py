@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import yaml
 from qgis.core import (
     QgsProcessingAlgorithm,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsRasterLayer,
@@ -108,3 +111,22 @@ class CloudrmAlgorithm(QgsProcessingAlgorithm):
                 "save it as a GeoTIFF first (Raster ▸ Conversion ▸ Translate)"
             )
         return source, layer.name()
+
+    def tif_output(self, parameters: dict[str, Any], key: str, context: QgsProcessingContext) -> str:
+        """The raster destination ``key``; a clear error unless it is a GeoTIFF."""
+        out = self.parameterAsOutputLayer(parameters, key, context)
+        if Path(out).suffix.lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException(f"{key} must be a GeoTIFF (.tif), got {out}")
+        return out
+
+    @staticmethod
+    @contextlib.contextmanager
+    def engine_errors() -> Iterator[None]:
+        """Engine errors (bad input, cancel) become QgsProcessingExceptions with their message."""
+        errors = deps.engine_module("errors")
+        try:
+            yield
+        except errors.Canceled as exc:
+            raise QgsProcessingException(f"Canceled: {exc}") from exc
+        except errors.CloudrmError as exc:
+            raise QgsProcessingException(str(exc)) from exc

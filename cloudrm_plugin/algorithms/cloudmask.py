@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -71,20 +70,13 @@ class CloudMaskAlgorithm(CloudrmAlgorithm):
         if missing:  # also when called without checkParameterValues (e.g. from a script)
             raise QgsProcessingException(f"Method {method} cannot run: " + deps.install_help(missing))
         masks = deps.engine_module("masks")
-        errors = deps.engine_module("errors")
         source, name = self.raster_path(self.parameterAsRasterLayer(parameters, self.INPUT, context), self.INPUT)
         resolution = self.parameterAsDouble(parameters, self.RESOLUTION, context) or None
-        out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        if Path(out).suffix.lower() not in (".tif", ".tiff"):
-            raise QgsProcessingException(f"OUTPUT must be a GeoTIFF (.tif), got {out}")
-        try:
+        out = self.tif_output(parameters, self.OUTPUT, context)
+        with self.engine_errors():
             result = masks.cloud_mask_scene(
                 source, out, method=method, progress=FeedbackProgress(feedback), name=name, resolution=resolution
             )
-        except errors.Canceled as exc:
-            raise QgsProcessingException(f"Canceled: {exc}") from exc
-        except errors.CloudrmError as exc:
-            raise QgsProcessingException(str(exc)) from exc
         feedback.pushInfo(
             f"Wrote {result.output} in {result.seconds:.1f} s ({result.blocks} blocks, {method}): "
             f"cloud {100 * result.cloud_fraction:.1f} %, shadow {100 * result.shadow_fraction:.1f} % of valid pixels"

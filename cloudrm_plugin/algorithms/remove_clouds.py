@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (
     QgsProcessingContext,
-    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
@@ -84,7 +82,6 @@ class RemoveCloudsAlgorithm(CloudrmAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         api = self.require_engine()
-        errors = deps.engine_module("errors")
         optical, optical_name = self.raster_path(self.parameterAsRasterLayer(parameters, self.OPTICAL, context), self.OPTICAL)
         sar, sar_name = self.raster_path(self.parameterAsRasterLayer(parameters, self.SAR, context), self.SAR)
         model = self.parameterAsEnumString(parameters, self.MODEL, context)
@@ -94,20 +91,14 @@ class RemoveCloudsAlgorithm(CloudrmAlgorithm):
         overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
         batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
         amp = self.parameterAsBoolean(parameters, self.MIXED_PRECISION, context)
-        out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        if Path(out).suffix.lower() not in (".tif", ".tiff"):
-            raise QgsProcessingException(f"OUTPUT must be a GeoTIFF (.tif), got {out}")
+        out = self.tif_output(parameters, self.OUTPUT, context)
 
-        try:
+        with self.engine_errors():
             result = api.predict_scene(
                 optical, sar, out, model=model, checkpoint=checkpoint, device=device,
                 tile_size=tile_size, overlap=overlap, batch_size=batch_size, amp=amp,
                 progress=FeedbackProgress(feedback), optical_name=optical_name, sar_name=sar_name,
             )
-        except errors.Canceled as exc:
-            raise QgsProcessingException(f"Canceled: {exc}") from exc
-        except errors.CloudrmError as exc:
-            raise QgsProcessingException(str(exc)) from exc
         feedback.pushInfo(
             f"Wrote {result.output} in {result.seconds:.1f} s ({result.tiles} tiles on {result.device})"
         )

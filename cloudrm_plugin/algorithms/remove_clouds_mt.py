@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -96,7 +95,6 @@ class RemoveCloudsMultiTemporalAlgorithm(CloudrmAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         api = self.require_engine()
-        errors = deps.engine_module("errors")
         optical, optical_names = self._layers(parameters, self.OPTICAL_SERIES, context)
         sar, sar_names = self._layers(parameters, self.SAR_SERIES, context)
         if not optical:
@@ -108,20 +106,14 @@ class RemoveCloudsMultiTemporalAlgorithm(CloudrmAlgorithm):
         overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
         dates_text = (self.parameterAsString(parameters, self.DATES, context) or "").strip()
         dates = [d for d in re.split(r"[,;\s]+", dates_text) if d] or None
-        out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        if Path(out).suffix.lower() not in (".tif", ".tiff"):
-            raise QgsProcessingException(f"OUTPUT must be a GeoTIFF (.tif), got {out}")
+        out = self.tif_output(parameters, self.OUTPUT, context)
 
-        try:
+        with self.engine_errors():
             result = api.predict_series(
                 optical, sar or None, out, method=method, checkpoint=checkpoint, device=device,
                 tile_size=tile_size, overlap=overlap, dates=dates, progress=FeedbackProgress(feedback),
                 optical_names=optical_names, sar_names=sar_names or None,
             )
-        except errors.Canceled as exc:
-            raise QgsProcessingException(f"Canceled: {exc}") from exc
-        except errors.CloudrmError as exc:
-            raise QgsProcessingException(str(exc)) from exc
         feedback.pushInfo(
             f"Wrote {result.output} in {result.seconds:.1f} s ({method}, target {result.target.name}, "
             f"{result.tiles} tiles on {result.device})"
