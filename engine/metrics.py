@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+
+from .losses.basic import gaussian_window as _gaussian
+from .losses.basic import ssim_map
 
 
 def _batch(x: torch.Tensor) -> torch.Tensor:
@@ -30,30 +32,15 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5, centre: float | None = None) -> torch.Tensor:
-    """Normalised 2-D Gaussian (size, size). ``centre`` defaults to size / 2 (the official
+    """Normalised 2-D Gaussian (size, size), float64. ``centre`` defaults to size / 2 (the official
     code's half-pixel-off centre, 5.5 for 11; spec §6 and R5)."""
-    c = size / 2 if centre is None else centre
-    g = torch.tensor([math.exp(-((i - c) ** 2) / (2 * sigma**2)) for i in range(size)], dtype=torch.float64)
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return _gaussian(size, sigma, torch.float64, centre=size / 2 if centre is None else centre)
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
-    """SSIM: Gaussian window, depth-wise per band, zero padding ('same'), C1=0.01², C2=0.03²."""
-    p, t = _batch(pred).double(), _batch(target).double()
-    c = p.shape[1]
-    w = gaussian_window(window, sigma).to(p.device).expand(c, 1, window, window).contiguous()
-    pad = window // 2
-
-    def conv(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, w, padding=pad, groups=c)
-
-    mu_p, mu_t = conv(p), conv(t)
-    var_p = conv(p * p) - mu_p**2
-    var_t = conv(t * t) - mu_t**2
-    cov = conv(p * t) - mu_p * mu_t
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
+    """SSIM: Gaussian window (centre size / 2), depth-wise per band, zero padding ('same'),
+    C1=0.01², C2=0.03², in float64; the map is the losses' :func:`ssim_map`."""
+    s = ssim_map(_batch(pred).double(), _batch(target).double(), window, sigma, centre=window / 2)
     return float(s.flatten(1).mean(1).mean())
 
 

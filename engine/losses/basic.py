@@ -30,10 +30,11 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def gaussian_window(
     size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float32,
-    device: torch.device | None = None,
+    device: torch.device | None = None, centre: float | None = None,
 ) -> torch.Tensor:
-    """Normalised 2-D Gaussian (size, size), centred on tap size // 2 (sums to 1)."""
-    c = size // 2
+    """Normalised 2-D Gaussian (size, size), sums to 1; centred on tap ``size // 2`` unless
+    ``centre`` is given (the GLF-CR metric uses size / 2, see ``..metrics``)."""
+    c = size // 2 if centre is None else centre
     g = torch.tensor([math.exp(-((i - c) ** 2) / (2 * sigma**2)) for i in range(size)], dtype=torch.float64)
     g = g / g.sum()
     return torch.outer(g, g).to(dtype=dtype, device=device)
@@ -41,19 +42,20 @@ def gaussian_window(
 
 def ssim_map(
     pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5,
-    eps: float = 0.0,
+    eps: float = 0.0, centre: float | None = None,
 ) -> torch.Tensor:
     """Per-pixel, per-band SSIM, (B, C, H, W).
 
     SSIM = (2 μx μy + C1)(2 σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2) + eps), with the
     local moments taken by a depthwise Gaussian filter with zero padding (borders included).
     ``eps`` = 1e-8 reproduces the CAFR repository (cafr.md §3); 0 is pytorch-ssim.
+    ``centre``: the Gaussian's centre tap (see :func:`gaussian_window`).
     """
     if pred.shape != target.shape or pred.ndim != 4:
         raise ValueError(f"ssim needs two (B, C, H, W) tensors of one shape, got {tuple(pred.shape)} "
                          f"and {tuple(target.shape)}")
     c = pred.shape[1]
-    w = gaussian_window(window, sigma, pred.dtype, pred.device).expand(c, 1, window, window)
+    w = gaussian_window(window, sigma, pred.dtype, pred.device, centre).expand(c, 1, window, window)
     pad = window // 2
 
     def blur(x: torch.Tensor) -> torch.Tensor:
