@@ -110,6 +110,19 @@ def _from_official(state: dict[str, Any], model: str, path: Path) -> Checkpoint:
     )
 
 
+def read_weights_file(path: Path, what: str = "file") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; any failure is a CheckpointError.
+
+    Never unpickles code: only tensors and plain containers load.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise CheckpointError(
+            f"{path} is not a readable weights-only PyTorch {what} ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
 def load_checkpoint(path: str | os.PathLike[str], model: str | None = None) -> Checkpoint:
     """Read a checkpoint with ``weights_only=True``.
 
@@ -120,12 +133,7 @@ def load_checkpoint(path: str | os.PathLike[str], model: str | None = None) -> C
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise CheckpointError(
-            f"{path} is not a readable weights-only PyTorch checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
+    blob = read_weights_file(path, "checkpoint")
     if not isinstance(blob, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(blob).__name__}")
     if blob.get("format") == FORMAT:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, DependencyError
+from ..io.checkpoint import read_weights_file
 
 VGG16_FILE = "vgg16-397923af.pth"
 """torchvision's file name for the IMAGENET1K_V1 weights (in ``<torch hub dir>/checkpoints``)."""
@@ -69,12 +70,7 @@ def load_vgg16_features(weights: str | os.PathLike[str] | None = None) -> nn.Seq
             f"VGG16 weights not found (looked at {looked}). Download torchvision's IMAGENET1K_V1 "
             f"file {VGG16_FILE} on a connected machine and pass its path (nothing is downloaded here)."
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise CheckpointError(
-            f"{path} is not a readable weights-only PyTorch file ({type(exc).__name__}: {exc})"
-        ) from exc
+    state = read_weights_file(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a VGG16 state dict, found {type(state).__name__}")
     state = state.get("state_dict", state)

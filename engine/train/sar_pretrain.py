@@ -29,6 +29,7 @@ from .. import __version__
 from ..errors import CheckpointError, InputError
 from ..inference.device import describe_device, resolve_device
 from ..models.sar_vqvae import SARVQVAE, vqvae_loss
+from ..io.checkpoint import read_weights_file
 from ..progress import NullProgress, Progress
 
 FORMAT = "cloudrm-sar-encoder"
@@ -307,12 +308,7 @@ def load_sar_encoder(model: torch.nn.Module, path: str | os.PathLike[str]) -> to
         )
     if not path.is_file():
         raise CheckpointError(f"SAR encoder file not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise CheckpointError(
-            f"{path} is not a readable weights-only PyTorch file ({type(exc).__name__}: {exc})"
-        ) from exc
+    blob = read_weights_file(path)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         found = blob.get("format", "no 'format' key") if isinstance(blob, dict) else type(blob).__name__
         raise CheckpointError(
