@@ -20,8 +20,6 @@ Parameters: 45,528,532 (spec §2.4).
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -30,10 +28,9 @@ from torch import nn
 
 from ..layers.common import Mlp
 from ..layers.deform import PCDAlignment
-from ..layers.dynamic_filter import dynamic_filter
 from ..layers.windows import shifted_window_mask, window_partition, window_reverse
 from ._registry import register_model
-from .glf_cr import DFG, DualWindowAttention
+from .glf_cr import DFG, GLFCR, DualWindowAttention, remap_official_state_dict
 
 
 class WNConv2d(nn.Module):
@@ -287,14 +284,8 @@ class AlignCR(nn.Module):
                 masks.append(None)
         return masks
 
-    def fuse(self, i: int, opt: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """SLFC block i (spec §2.3): dynamic filtering of SAR, then gated exchange."""
-        sar_f = dynamic_filter(sar, self.DF[i](opt, sar), self.filter_size)
-        d1 = sar_f - opt
-        opt_new = opt + d1 * torch.sigmoid(self.sar_fuse_1x1conv[i](d1))
-        d2 = opt_new - sar_f
-        sar_new = sar + d2 * torch.sigmoid(self.opt_distribute_1x1conv[i](d2))
-        return opt_new, sar_new
+    # SLFC block i (spec §2.3) is GLF-CR's, with the same attribute names.
+    fuse = GLFCR.fuse
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
         b, c, h, w = optical.shape
@@ -325,24 +316,6 @@ class AlignCR(nn.Module):
             outs.append(x)
         x = self.GFF(torch.cat(outs, dim=1)) + skip
         return self.UPNet(x) + optical
-
-
-_MODULE_PREFIX = re.compile(r"^module\.")
-
-
-def remap_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official ``checkpoint['network']`` → our names (spec §2.5).
-
-    Names already match; DataParallel's ``module.`` prefix is stripped and the size-frozen
-    ``attn_mask`` buffers (blocks 1, 3, 5) are dropped: masks are rebuilt per input size.
-    """
-    out = {}
-    for key, value in state.items():
-        key = _MODULE_PREFIX.sub("", key)
-        if key.endswith(".attn_mask"):
-            continue
-        out[key] = value
-    return out
 
 
 def param_groups(model: AlignCR, lr: float = 1e-4, align_lr: float = 1e-5) -> list[dict[str, Any]]:

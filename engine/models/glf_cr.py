@@ -330,7 +330,7 @@ _MODULE_PREFIX = re.compile(r"^module\.")
 
 
 def remap_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official ``CR_net.pth`` ``network`` dict → our names.
+    """Official ``checkpoint['network']`` dict → our names (GLF-CR ``CR_net.pth``; Align-CR too).
 
     Names already match; DataParallel's ``module.`` prefix is stripped and the size-frozen
     ``attn_mask`` buffers are dropped (we rebuild masks per input size, spec §7 R1).
