@@ -1,14 +1,12 @@
 """The shipped graphical-modeler chain resources/models/cloudmask_then_remove_clouds.model3."""
 
 import subprocess
-import sys
 
 import numpy as np
-import pytest
 import rasterio
 
 from tests.conftest import REPO, crop_sample
-from tests.plugin.test_qgis_process import QGIS_PROCESS, qgis_env
+from tests.plugin.conftest import QGIS_PROCESS, qgis_env
 
 MODEL = REPO / "resources" / "models" / "cloudmask_then_remove_clouds.model3"
 
@@ -51,17 +49,6 @@ def test_model_runs_in_process(provider, tmp_path, feedback):
                              "cloudmask:mask": str(mask), "removeclouds:cloudfree": str(free)}, feedback=feedback)
     assert (res["cloudmask:mask"], res["removeclouds:cloudfree"]) == (str(mask), str(free))
     _check_outputs(opt, mask, free, "cafr_rule")
-
-
-@pytest.fixture(scope="module")
-def qgis_profile(tmp_path_factory):
-    config = tmp_path_factory.mktemp("qgis_model_config")
-    subprocess.run([sys.executable, str(REPO / "scripts" / "plugin.py"), "install", "--config-path", str(config)],
-                   check=True, capture_output=True)
-    r = subprocess.run([QGIS_PROCESS, "plugins", "enable", "cloudrm_plugin"], env=qgis_env(config),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return config
 
 
 def test_qgis_process_runs_the_model_file(qgis_profile, tmp_path):

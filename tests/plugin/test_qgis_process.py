@@ -1,51 +1,30 @@
 """The installed plugin (engine bundled inside) under headless qgis_process, in a fresh profile."""
 
-import os
-import shutil
 import subprocess
-import sys
 
-import pytest
 import rasterio
 
-from tests.conftest import REPO
-
-QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
+from tests.plugin.conftest import QGIS_PROCESS, qgis_env
 
 
-def qgis_env(config):
-    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(config), QT_QPA_PLATFORM="offscreen")
-    env.pop("QGIS_OPTS", None)  # Debian's wrapper adds --noversioncheck, which 3.22 rejects
-    env.pop("PYTHONPATH", None)  # the plugin must find its dependencies by itself
-    return env
+def test_install_puts_the_engine_inside_the_plugin(qgis_profile):
+    plugins = qgis_profile / "profiles" / "default" / "python" / "plugins"
+    assert (plugins / "cloudrm_plugin" / "engine" / "models" / "glf_cr.py").is_file()
+    assert not (plugins / "engine").exists()
 
 
-@pytest.fixture(scope="module")
-def profile(tmp_path_factory):
-    config = tmp_path_factory.mktemp("qgis_config")
-    subprocess.run([sys.executable, str(REPO / "scripts" / "plugin.py"), "install", "--config-path", str(config)],
-                   check=True, capture_output=True)
-    plugin = config / "profiles" / "default" / "python" / "plugins" / "cloudrm_plugin"
-    assert (plugin / "engine" / "models" / "glf_cr.py").is_file()
-    assert not (config / "profiles" / "default" / "python" / "plugins" / "engine").exists()
-    r = subprocess.run([QGIS_PROCESS, "plugins", "enable", "cloudrm_plugin"], env=qgis_env(config),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return config
-
-
-def test_algorithm_is_listed(profile):
-    r = subprocess.run([QGIS_PROCESS, "list"], env=qgis_env(profile), capture_output=True, text=True, timeout=300)
+def test_algorithm_is_listed(qgis_profile):
+    r = subprocess.run([QGIS_PROCESS, "list"], env=qgis_env(qgis_profile), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0
     assert "cloudrm:removeclouds\tRemove clouds (SAR-optical)" in r.stdout
 
 
-def test_headless_run_writes_a_georeferenced_result(profile, sample, tmp_path):
+def test_headless_run_writes_a_georeferenced_result(qgis_profile, sample, tmp_path):
     out = tmp_path / "headless.tif"
     r = subprocess.run(
         [QGIS_PROCESS, "run", "cloudrm:removeclouds", "--", f"OPTICAL={sample[0]}", f"SAR={sample[1]}",
          "MODEL=glf_cr", f"OUTPUT={out}"],
-        env=qgis_env(profile), capture_output=True, text=True, timeout=900,
+        env=qgis_env(qgis_profile), capture_output=True, text=True, timeout=900,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"OUTPUT:\t{out}" in r.stdout

@@ -10,20 +10,17 @@ The series: one 48 px crop of the real S2/S1 sample (clear there), three dates t
 The S2 cloud mask spreads 3 px around a block, so the checked windows keep 4 px away.
 """
 
-import os
-import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import rasterio
 from qgis.core import QgsApplication, QgsProcessingException
 
-from tests.conftest import REPO, crop_sample, make_checkpoint, write_geotiff
+from tests.conftest import crop_sample, make_checkpoint, write_geotiff
+from tests.plugin.conftest import QGIS_PROCESS, qgis_env
 
 PARAMS = ["OPTICAL_SERIES", "SAR_SERIES", "METHOD", "CHECKPOINT", "DEVICE", "TILE_SIZE", "OVERLAP", "DATES", "OUTPUT"]
-QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
 DATES = ["2023-01-01", "2023-01-11", "2023-01-21"]
 
 CLEAR = (slice(0, 3), slice(0, 48))  # clear everywhere → target (least_cloudy), t1 (median)
@@ -123,25 +120,7 @@ def test_processing_errors_name_the_problem(provider, tmp_path, feedback):
     assert not out.exists()
 
 
-def qgis_env(config):
-    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(config), QT_QPA_PLATFORM="offscreen")
-    env.pop("QGIS_OPTS", None)  # Debian's wrapper adds --noversioncheck, which 3.22 rejects
-    env.pop("PYTHONPATH", None)  # the plugin must find its dependencies by itself
-    return env
-
-
-@pytest.fixture(scope="module")
-def profile(tmp_path_factory):
-    config = tmp_path_factory.mktemp("qgis_config_mt")
-    subprocess.run([sys.executable, str(REPO / "scripts" / "plugin.py"), "install", "--config-path", str(config)],
-                   check=True, capture_output=True)
-    r = subprocess.run([QGIS_PROCESS, "plugins", "enable", "cloudrm_plugin"], env=qgis_env(config),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return config
-
-
-def test_qgis_process_least_cloudy_on_a_real_series(profile, tmp_path):
+def test_qgis_process_least_cloudy_on_a_real_series(qgis_profile, tmp_path):
     opts, sars, arrays = build_series(tmp_path)
     out = tmp_path / "headless.tif"
     order = [1, 2, 0]  # not in date order: the algorithm sorts by the dates in the file names
@@ -149,7 +128,7 @@ def test_qgis_process_least_cloudy_on_a_real_series(profile, tmp_path):
     r = subprocess.run(
         [QGIS_PROCESS, "run", "cloudrm:removecloudsmultitemporal", "--", *args, "METHOD=least_cloudy",
          "TILE_SIZE=32", "OVERLAP=8", f"OUTPUT={out}"],
-        env=qgis_env(profile), capture_output=True, text=True, timeout=600,
+        env=qgis_env(qgis_profile), capture_output=True, text=True, timeout=600,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"OUTPUT:\t{out}" in r.stdout
