@@ -79,7 +79,7 @@ def cuda_devices() -> list[tuple[str, str]]:
         import torch
 
         return [(f"cuda:{i}", f"cuda:{i} – {torch.cuda.get_device_name(i)}") for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - a broken CUDA install must not break the dialog
+    except Exception:
         return []
 
 
@@ -330,7 +330,7 @@ class RemoveCloudsDialog(QDialog):
             return []
         try:
             temporal = deps.engine_module("inference.temporal")
-        except Exception:  # noqa: BLE001 - an engine without time series: models only
+        except Exception:
             return []
         cards = set(deps.engine_module("models").list_models())
         return [m for m in getattr(temporal, "METHODS", ()) if m not in cards]
@@ -394,7 +394,7 @@ class RemoveCloudsDialog(QDialog):
             return None
         try:
             return str(deps.engine_module("api").default_checkpoint(card))
-        except Exception:  # noqa: BLE001 - shown by update_checkpoint_info
+        except Exception:
             return None
 
     def update_checkpoint_info(self) -> None:
@@ -420,7 +420,7 @@ class RemoveCloudsDialog(QDialog):
             return
         try:
             ckpt = self._load_checkpoint(path, name)
-        except Exception as exc:  # noqa: BLE001 - any failure is shown inline
+        except Exception as exc:
             self._set_info(str(exc), error=True)
             self._update_band_labels()
             return
@@ -447,7 +447,7 @@ class RemoveCloudsDialog(QDialog):
             self._ckpt_cache = {key: deps.engine_module("io.checkpoint").load_checkpoint(p, model=model)}
         return self._ckpt_cache[key]
 
-    def _set_info(self, text: str, error: bool) -> None:  # noqa: FBT001
+    def _set_info(self, text: str, error: bool) -> None:
         label = self.checkpoint_info
         label.setText(text)
         label.setToolTip("")

@@ -159,7 +159,7 @@ class RemoveCloudsTask(QgsTask):
         try:
             self._work()
             return True
-        except Exception as exc:  # noqa: BLE001 - the one place where everything is caught
+        except Exception as exc:
             errors = _errors_module()
             if errors is not None and isinstance(exc, errors.Canceled):
                 self.outcome.canceled = True
@@ -228,10 +228,10 @@ class RemoveCloudsTask(QgsTask):
         self.outcome.mask = p.mask_path
 
     # ---- main thread --------------------------------------------------------------------
-    def finished(self, result: bool) -> None:  # noqa: FBT001 - QgsTask API
+    def finished(self, result: bool) -> None:
         try:
             self._finish(result)
-        except Exception as exc:  # noqa: BLE001 - never raise into Qt
+        except Exception as exc:
             self.outcome.ok = False
             self.outcome.error = f"could not load the result: {type(exc).__name__}: {exc}"
             push_message(self.iface, Qgis.Critical, self.outcome.error)
@@ -241,10 +241,10 @@ class RemoveCloudsTask(QgsTask):
             if self.on_done is not None:
                 try:
                     self.on_done(self.outcome)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.Critical)
 
-    def _finish(self, result: bool) -> None:  # noqa: FBT001
+    def _finish(self, result: bool) -> None:
         p, o = self.params, self.outcome
         if not result:
             if o.canceled or (o.error is None and self.isCanceled()):
@@ -266,7 +266,7 @@ def _rgb(model: str) -> list[int]:
     try:
         card = deps.engine_module("models").model_card(model)
         return rgb_band_numbers(card.output_bands or card.optical_bands, card.rgb_bands)
-    except Exception:  # noqa: BLE001 - no card: a baseline (least_cloudy, mosaicing)
+    except Exception:
         bands = deps.engine_module("data.bands")
         return rgb_band_numbers(bands.S2_BANDS, bands.S2_RGB)
 
@@ -274,7 +274,7 @@ def _rgb(model: str) -> list[int]:
 def _errors_module() -> Any:
     try:
         return deps.engine_module("errors")
-    except Exception:  # noqa: BLE001 - the engine itself failed to import
+    except Exception:
         return None
 
 

@@ -81,11 +81,11 @@ def pixel_size_m(info: RasterInfo) -> float:
         return res * 111_320.0
     try:
         return res * float(info.crs.linear_units_factor[1])
-    except Exception:  # noqa: BLE001 - CRS without usable units: assume metres
+    except Exception:
         return res
 
 
-def _s2cloudless_detector(threshold: float, average_over: int, dilation: int):  # noqa: ANN202
+def _s2cloudless_detector(threshold: float, average_over: int, dilation: int):
     try:
         from s2cloudless import S2PixelCloudDetector
     except ImportError as exc:
@@ -112,7 +112,7 @@ def _block_means(dn: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray,
     return sums / np.maximum(counts, 1), counts > 0
 
 
-def _s2cloudless_block(detector, dn: np.ndarray, valid: np.ndarray, k: int = 1) -> np.ndarray:  # noqa: ANN001
+def _s2cloudless_block(detector, dn: np.ndarray, valid: np.ndarray, k: int = 1) -> np.ndarray:
     """(13, h, w) DN → (h, w) uint8 0/1. Nodata pixels get probability 0 (they spread nothing).
 
     ``k`` > 1: classify k×k means (the window must start on the k grid), repeat the mask back.
@@ -199,7 +199,7 @@ def _scene_shadow_levels(
 
 
 def cloud_mask_scene(
-    input: str | os.PathLike[str],  # noqa: A002 - the Processing parameter's name
+    input: str | os.PathLike[str],
     out: str | os.PathLike[str],
     method: str = "s2cloudless",
     progress: Progress | None = None,

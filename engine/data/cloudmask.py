@@ -45,9 +45,7 @@ def _normalized_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _as_batch(s2: np.ndarray | torch.Tensor, what: str) -> tuple[torch.Tensor, bool]:
     x = torch.as_tensor(s2)
     shape = tuple(x.shape)
-    if not x.is_floating_point():
-        x = x.to(torch.float32)
-    elif x.dtype not in (torch.float32, torch.float64):
+    if not x.is_floating_point() or x.dtype not in (torch.float32, torch.float64):
         x = x.to(torch.float32)
     squeeze = x.ndim == 3
     if squeeze:

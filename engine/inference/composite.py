@@ -186,7 +186,7 @@ def keep_clear(
     halo = mask_reach + feather_px
     dtype = np.dtype(opt_info.dtype)
     lo, hi = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype.kind in "iu" else (-np.inf, np.inf)
-    H, W = opt_info.height, opt_info.width  # noqa: N806
+    H, W = opt_info.height, opt_info.width
     blocks = [(y, x) for y in range(0, H, block_size) for x in range(0, W, block_size)]
     cloudy_total = filled_total = 0
 

@@ -124,7 +124,7 @@ def _check_sar(sar: RasterInfo, want: list[str], model: str) -> None:
         )
 
 
-def _output_converter(opt: RasterInfo, scale: float, clip_hi: float, bands: int):  # noqa: ANN202
+def _output_converter(opt: RasterInfo, scale: float, clip_hi: float, bands: int):
     """Function (C+1, h, w) float64 [prediction…, validity] → (C, h, w) in the output dtype.
 
     The output keeps the optical input's dtype and DN scaling; pixels invalid in the input

@@ -57,7 +57,7 @@ class SeriesResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _read_dn(ds, tile, size: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def _read_dn(ds, tile, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(C, size, size) float32 DN and (size, size) invalid mask of one date's tile.
 
     ``ds.nodata`` is the file's own nodata, or NaN for a resampled (WarpedVRT) date.
@@ -183,7 +183,7 @@ def _band_names(series: Series, n: int) -> list[str | None]:
 
 
 def _run_baseline(
-    series: Series, out, method, tile_size, overlap, reducer, per, rec: _Recorder, t0: float  # noqa: ANN001
+    series: Series, out, method, tile_size, overlap, reducer, per, rec: _Recorder, t0: float
 ) -> SeriesResult:
     target = series.target
     tile_size = int(tile_size or BASELINE_DEFAULTS["tile_size"])
@@ -223,7 +223,7 @@ def _run_baseline(
     )
 
 
-def _run_model(series: Series, out, checkpoint, device, tile_size, overlap, rec: _Recorder, t0: float) -> SeriesResult:  # noqa: ANN001
+def _run_model(series: Series, out, checkpoint, device, tile_size, overlap, rec: _Recorder, t0: float) -> SeriesResult:
     name = "ca_mtcr"
     card = model_card(name)
     if not card.temporal:

@@ -117,7 +117,7 @@ def read_weights_file(path: Path, what: str = "file") -> Any:
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
+    except Exception as exc:
         raise CheckpointError(
             f"{path} is not a readable weights-only PyTorch {what} ({type(exc).__name__}: {exc})"
         ) from exc

@@ -28,8 +28,8 @@ from rasterio.windows import Window
 from .. import __version__
 from ..errors import CheckpointError, InputError
 from ..inference.device import describe_device, resolve_device
-from ..models.sar_vqvae import SARVQVAE, vqvae_loss
 from ..io.checkpoint import read_weights_file
+from ..models.sar_vqvae import SARVQVAE, vqvae_loss
 from ..progress import NullProgress, Progress
 
 FORMAT = "cloudrm-sar-encoder"

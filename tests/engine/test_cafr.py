@@ -20,7 +20,6 @@ from cloudrm_engine.losses.cafr import cafr_loss, cloud_weights
 from cloudrm_engine.models import count_parameters, create_model, model_card
 from cloudrm_engine.models.cafr import CAFR, RepoOrderWindowAttention
 from cloudrm_engine.models.glf_cr import GLFCR, DualWindowAttention
-
 from tests.conftest import S2_SAMPLE
 
 # --------------------------------------------------------------------------- network

@@ -52,13 +52,13 @@ class RecordingFeedback(QgsProcessingFeedback):
         self.errors, self.infos, self.warnings, self.progress = [], [], [], []
         self.progressChanged.connect(self.progress.append)
 
-    def reportError(self, error, fatalError=False):  # noqa: N802
+    def reportError(self, error, fatalError=False):
         self.errors.append(error)
 
-    def pushInfo(self, info):  # noqa: N802
+    def pushInfo(self, info):
         self.infos.append(info)
 
-    def pushWarning(self, warning):  # noqa: N802
+    def pushWarning(self, warning):
         self.warnings.append(warning)
 
 

@@ -21,7 +21,6 @@ def _crop(tmp_path, size=64, y=96, x=0):  # clouds, shadows and clear ground
 
 def test_engine_methods_match_the_algorithm():
     from cloudrm_engine.masks import METHODS
-
     from cloudrm_plugin.algorithms.cloudmask import METHODS as ALG_METHODS
 
     assert ALG_METHODS == METHODS == ("s2cloudless", "cafr_rule")

@@ -22,8 +22,8 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
 
 from tests.conftest import DEMO_CKPT, REPO, crop_sample
@@ -225,7 +225,7 @@ def test_plugin_adds_menu_entry_and_toolbar_button(qgis_app, qgis_iface):
     calls = []
 
     class Iface:
-        def mainWindow(self):  # noqa: N802
+        def mainWindow(self):
             return qgis_iface.mainWindow()
 
         def __getattr__(self, name):

@@ -148,7 +148,7 @@ def _ca_mtcr_available():
         return False
     try:
         create_model("ca_mtcr")
-    except Exception:  # noqa: BLE001 - the model file may still be in the works
+    except Exception:
         return False
     return True
 
