@@ -65,23 +65,6 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .api import train
-    from .progress import TqdmProgress
-
-    bar = TqdmProgress("cloudrm train", unit="step")
-    try:
-        path, record = train(
-            args.config, steps=args.steps, out=args.out, device=args.device,
-            threads=args.threads, progress=bar,
-        )
-    finally:
-        bar.close()
-    print(f"wrote {path}")
-    print(json.dumps({k: record[k] for k in ("steps", "seconds", "held_out_before", "held_out_after")}, indent=2))
-    return 0
-
-
 def _pretrain_sar(args: argparse.Namespace) -> int:
     from .progress import TqdmProgress
     from .train.sar_pretrain import pretrain_sar
@@ -151,13 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="machine-readable list")
     m.set_defaults(func=_models)
 
-    t = sub.add_parser("train", help="train a model from a YAML config")
-    t.add_argument("--config", required=True, help="YAML file, e.g. engine/configs/train/glf_cr_demo.yaml")
-    t.add_argument("--steps", type=int, help="override the number of steps")
-    t.add_argument("--out", help="override the checkpoint path")
-    t.add_argument("--device", help="auto, cpu or cuda:N")
-    t.add_argument("--threads", type=int, help="torch CPU threads")
-    t.set_defaults(func=_train)
+    from .train.commands import add_commands  # train (dataset runs and demo configs), evaluate
+
+    add_commands(sub)
 
     sp = sub.add_parser("pretrain-sar", help="pretrain CA-MTCR's SAR encoder (VQ-VAE, Noise2Noise) from YAML")
     sp.add_argument("--config", required=True, help="YAML file, e.g. engine/configs/train/ca_mtcr_sar_pretrain.yaml")

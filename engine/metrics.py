@@ -52,3 +52,46 @@ def sam(pred: torch.Tensor, target: torch.Tensor) -> float:
     den = torch.sqrt(torch.clamp((p * p).sum(1), min=eps) * torch.clamp((t * t).sum(1), min=eps))
     ang = torch.arccos(torch.clamp(dot / den, -1.0, 1.0)) * (180.0 / math.pi)
     return float(ang.flatten(1).mean(1).mean())
+
+
+def rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Root mean squared error per image (over bands and pixels), averaged over the batch."""
+    p, t = _batch(pred).double(), _batch(target).double()
+    return float(((p - t) ** 2).flatten(1).mean(1).sqrt().mean())
+
+
+def image_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """PSNR, SSIM, SAM (degrees), MAE and RMSE of one (C, H, W) image pair, as defined above.
+
+    ``pred`` is taken as it is (the model's own output, not clipped or rounded); ``target`` is the
+    reference in the loaders' [0, 1] scale.
+    """
+    if pred.shape != target.shape or pred.ndim != 3:
+        raise ValueError(f"image_scores needs two (C, H, W) tensors of one shape, got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)}")
+    return {"psnr": psnr(pred, target), "ssim": ssim(pred, target), "sam": sam(pred, target),
+            "mae": mae(pred, target), "rmse": rmse(pred, target)}
+
+
+def landcover_scores(
+    pred: torch.Tensor, target: torch.Tensor, landcover: torch.Tensor, classes: int
+) -> dict[int, tuple[float, float, int]]:
+    """Per land-cover class c present in ``landcover`` (H, W): (MAE_c, SAM_c, pixel count N_c).
+
+    MAE_c = Σ|pred − target| over the class's pixels and all bands / (N_c · bands); SAM_c = mean
+    spectral angle (degrees, as :func:`sam`) over the class's pixels — the official Planet-CR
+    test's definitions. Classes 0 … ``classes`` − 1; other values are ignored.
+    """
+    p, t = pred.double(), target.double()
+    err = (p - t).abs().sum(0)  # (H, W), summed over bands
+    eps = torch.finfo(torch.float16).eps
+    dot = (p.float() * t.float()).sum(0)
+    den = torch.sqrt(torch.clamp((p.float() ** 2).sum(0), min=eps) * torch.clamp((t.float() ** 2).sum(0), min=eps))
+    ang = torch.arccos(torch.clamp(dot / den, -1.0, 1.0)).double() * (180.0 / math.pi)
+    out: dict[int, tuple[float, float, int]] = {}
+    for c in range(classes):
+        m = landcover == c
+        n = int(m.sum())
+        if n:
+            out[c] = (float(err[m].sum()) / (n * pred.shape[0]), float(ang[m].mean()), n)
+    return out

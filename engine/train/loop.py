@@ -75,7 +75,7 @@ class PlanetSampler:
     @staticmethod
     def _stack(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         out = {k: torch.stack([it[k] for it in items]) for k in ("cloudy", "sar", "target")}
-        out["mask"] = torch.stack([it["mask"] for it in items])[:, None]
+        out["mask"] = torch.stack([it["mask"] for it in items])  # items hold (1, H, W)
         out["alpha"] = out["mask"]
         out["weight"] = torch.ones_like(out["mask"])
         return out
@@ -104,7 +104,9 @@ def run_model(model: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tenso
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, data: dict[str, torch.Tensor], device: torch.device
+) -> dict[str, dict[str, float]]:
     """Scores of the cloudy input (target date) and of the model output on a fixed evaluation set."""
     was_training = model.training
     model.eval()

@@ -66,7 +66,10 @@ def objective(name: str, options: Mapping[str, Any] | None = None) -> Objective:
 NAMES = ("l1", "l1_ssim", "cafr", "align_cr", "ca_mtcr")
 
 
-def staged(loss: Objective, weights: list[float] | None = None) -> Callable[[list[torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]:
+StagedObjective = Callable[[list[torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+def staged(loss: Objective, weights: list[float] | None = None) -> StagedObjective:
     """Sum of ``loss`` over the stage outputs of a multi-stage model (MPIR, mmcanet.md §3).
 
     Stages that predict at a lower resolution are scored against the target downsampled the
@@ -86,6 +89,9 @@ def staged(loss: Objective, weights: list[float] | None = None) -> Callable[[lis
         ws = weights or [1.0] * len(preds)
         if len(ws) != len(preds):
             raise InputError(f"training config: {len(ws)} stage weights for {len(preds)} stages")
-        return sum(w * loss(p, at(b, tuple(p.shape[-2:]))) for w, p in zip(ws, preds, strict=True))
+        out = torch.zeros((), device=preds[0].device)
+        for w, p in zip(ws, preds, strict=True):
+            out = out + w * loss(p, at(b, (int(p.shape[-2]), int(p.shape[-1]))))
+        return out
 
     return total

@@ -109,7 +109,7 @@ class SceneSampler:
         """``n`` random crops from the training columns, flipped/rotated at random."""
         h = self.optical.shape[1]
         x0, x1 = self.columns
-        items = []
+        items: list[dict[str, torch.Tensor]] = []
         while len(items) < n:
             y = int(torch.randint(0, h - size + 1, (1,), generator=gen))
             x = int(torch.randint(x0, x1 - size + 1, (1,), generator=gen))

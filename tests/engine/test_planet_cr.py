@@ -84,7 +84,7 @@ def test_random_crops_keep_all_rasters_co_located(tmp_path):
     assert item["cloudy"][0, 0, 0].item() == pytest.approx(y / 10000, abs=1e-7)
     assert item["cloudy"][1, 0, 0].item() == pytest.approx(x / 10000, abs=1e-7)
     full = load_sample(samples[0])
-    assert np.array_equal(item["mask"].numpy(), full["mask"][y : y + 160, x : x + 160])
+    assert np.array_equal(item["mask"][0].numpy(), full["mask"][y : y + 160, x : x + 160])
     assert np.array_equal(item["sar"].numpy(), full["sar"][:, y : y + 160, x : x + 160])
     assert ds[0]["offset"] == (y, x)  # reproducible
     test = PlanetCRDataset(samples, crop=160, train=False)
