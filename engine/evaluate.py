@@ -160,6 +160,7 @@ def evaluate(
     opened = open_split(data, ckpt.model, split, extent, False, opts, cloud=True, skip_bad=skip_bad, cache_dir=out,
                         progress=progress)
     ds = opened.dataset
+    ds.skip_bad = False  # report a bad image (and leave it out below), never score a neighbour instead
     n = min(len(ds), max_images) if max_images else len(ds)
     if n == 0:
         raise InputError(f"split {split!r} of {data} has no images ({opened.describe()})")
@@ -187,8 +188,8 @@ def evaluate(
             raise Canceled("evaluation canceled")
         item = ds[i]
         if "error" in item:
-            if not skip_bad:
-                raise InputError(f"{item['error']} (use --skip-bad to log and skip such images)")
+            if not skip_bad or not item.get("bad_file"):
+                raise InputError(str(item["error"]))
             skipped.append(str(item["error"]))
             progress.warning(f"skipped: {item['error']}")
             continue

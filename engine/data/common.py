@@ -161,7 +161,8 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 class RobustDataset(torch.utils.data.Dataset):
-    """Map-style dataset whose items never raise: see the module docstring.
+    """Map-style dataset whose items never raise: see the module docstring. Errors other than a
+    :class:`SampleError` (a window larger than the image, say) are never skipped.
 
     Subclasses implement :meth:`load` (one sample, may raise) and :meth:`name` (its label).
     """
@@ -193,12 +194,15 @@ class RobustDataset(torch.utils.data.Dataset):
         for _ in range(min(self.max_tries, len(self))):
             try:
                 item = self.load(j)
-            except CloudrmError as exc:
+            except SampleError as exc:
                 if not self.skip_bad:
-                    return {"error": str(exc), "index": i}
+                    hint = "use --skip-bad to log and skip such samples"
+                    return {"error": f"{exc} ({hint})", "index": i, "bad_file": True}
                 skipped.append(str(exc))
                 j = (j + 1) % len(self)
                 continue
+            except CloudrmError as exc:  # not the file's fault (e.g. a window larger than the image)
+                return {"error": str(exc), "index": i}
             item["index"] = j
             item["name"] = self.name(j)
             item["skipped"] = skipped

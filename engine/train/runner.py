@@ -479,7 +479,7 @@ class Trainer:
         (flag,) = self.dist.sum([1.0 if errors else 0.0], device)
         if flag:
             if errors:
-                raise InputError(f"{errors[0]} (use --skip-bad to log and skip such samples)")
+                raise InputError(errors[0])
             raise InputError("another training process met a bad sample (see its message); use --skip-bad to skip")
 
     @torch.no_grad()
@@ -505,7 +505,7 @@ class Trainer:
         tot = self.dist.sum([*sums, float(count), float(len(errors))], device)
         if tot[-1]:
             if errors:
-                raise InputError(f"validation: {errors[0]} (use --skip-bad to log and skip such samples)")
+                raise InputError(f"validation: {errors[0]}")
             raise InputError("validation: another training process met a bad sample (see its message)")
         count = max(int(tot[-2]), 1)
         return {m: tot[i] / count for i, m in enumerate(METRICS)}

@@ -105,3 +105,79 @@ def test_discover_walks_the_layout_and_errors_name_the_file(tmp_path):
         read_index(tmp_path / "bad.csv")
     with pytest.raises(InputError, match="split folder not found"):
         discover(tmp_path, "test")
+
+
+# -- the official layout as shipped: CSVs relative to the split folder ------------------------
+
+from cloudrm_engine.data.common import Extent  # noqa: E402
+from cloudrm_engine.data.datasets import DataOptions, detect, open_split  # noqa: E402
+from cloudrm_engine.data.planet_cr import find_csv, holdout, split_samples  # noqa: E402
+
+from .layouts import write_planet_cr, write_planet_sample  # noqa: E402
+
+
+def test_official_csv_rows_are_relative_to_the_split_folder(tmp_path):
+    rows = [write_planet_sample(tmp_path, "train", aoi=str(i), patch=str(i)) for i in (1, 2)]
+    assert rows[0][2] == "S1_fall/S1_fall_1/S1_fall_1_p_1.tif"  # as in the official one_train_sample.csv
+    (tmp_path / "one_train_sample.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
+    assert detect(tmp_path)[0] == "planet_cr"
+    assert find_csv(tmp_path, "train") == tmp_path / "one_train_sample.csv"
+    samples, skipped = split_samples(tmp_path, "train", val_fraction=0.0)
+    assert skipped == [] and samples[0].sar == tmp_path / "train" / rows[0][2]
+    assert [s.key for s in samples] == ["fall_1_p_1", "fall_2_p_2"]
+    assert find_csv(tmp_path, "test") is None  # no test CSV: the test folder is walked
+    (tmp_path / "one_train_sample.csv").rename(tmp_path / "a_train.csv")
+    (tmp_path / "train_other.csv").write_text("x")
+    with pytest.raises(InputError, match="several Planet-CR CSVs for split 'train'"):
+        find_csv(tmp_path, "train")
+
+
+def test_s1_nan_filled_after_upsampling_with_the_upsampled_mean(tmp_path):
+    rel = _write_sample(tmp_path)
+    (tmp_path / "train.csv").write_text(",".join(rel) + "\n")
+    (s,) = read_index(tmp_path / "train.csv", tmp_path)
+    import rasterio
+
+    with rasterio.open(s.sar) as ds:
+        raw, crs, tr = ds.read(), ds.crs.to_string(), ds.transform
+    raw[:, :, 1] = 40.0  # source column 1 becomes 4 output columns (runs 3, 4, 3): weights differ
+    raw[0, 0, 0] = np.nan
+    write_geotiff(s.sar, raw, crs, tr)
+    up = raw[:, nearest_indices(90, 300)[:, None], nearest_indices(90, 300)[None, :]]
+    fill = np.nanmean(up)
+    assert abs(fill - np.nanmean(raw)) > 1e-3  # the two conventions differ on this patch
+    d = load_sample(s)
+    assert d["sar"].dtype == np.float32
+    want = (np.clip(fill, -25, 0) + 25) / 25
+    assert d["sar"][0, :3, :3] == pytest.approx(np.full((3, 3), want), abs=1e-6)  # 1 NaN cell → 3×3 pixels
+
+
+def test_landcover_code_zero_keeps_the_official_mapping(tmp_path):
+    write_planet_sample(tmp_path, "test", aoi="4", patch="9")
+    (s,) = discover(tmp_path, "test")
+    d = load_sample(s)
+    assert d["landcover"].dtype == np.float32
+    # code 0 (no data) in the top-left 3×3 cells of the 90×90 raster → 0 (forest), like code 10
+    assert (d["landcover"][:10, :10] == 0).all()
+    assert set(np.unique(d["landcover"]).tolist()) == {0.0, 5.0}
+    d2 = load_sample(s, lc_level="2")
+    assert set(np.unique(d2["landcover"]).tolist()) == {0.0, 7.0}  # trees, open water
+
+
+def test_validation_holds_out_training_aois_and_items_are_complete(tmp_path):
+    write_planet_cr(tmp_path, train=5, test=2, size=100)
+    tr, _ = split_samples(tmp_path, "train", val_fraction=0.2)
+    va, _ = split_samples(tmp_path, "val", val_fraction=0.2)
+    assert [s.aoi for s in va] == ["fall_5"] and len(tr) == 4 and not {s.aoi for s in tr} & {"fall_5"}
+    assert holdout(tr, 0.0) == (tr, [])
+    split = open_split(tmp_path, "align_cr", "test", Extent("center", 32), False, DataOptions(lc_level="1"))
+    assert split.layout == "official CSV" and len(split.dataset) == 2
+    item = split.dataset[0]
+    assert item["cloudy"].shape == (4, 32, 32) and item["sar"].shape == (2, 32, 32)
+    assert item["mask"].shape == item["cloud"].shape == item["weight"].shape == (1, 32, 32)
+    assert item["landcover"].shape == (32, 32) and item["offset"] == (34, 34)
+    (tmp_path / "test" / "S1_fall" / "S1_fall_2" / "S1_fall_2_p_11.tif").unlink()
+    with pytest.raises(InputError, match=r"Planet-CR S1 file missing: .*S1_fall_2_p_11\.tif"):
+        split_samples(tmp_path, "test")
+    kept, skipped = split_samples(tmp_path, "test", skip_bad=True)
+    assert len(kept) == 1 and "S1_fall_2_p_11.tif" in skipped[0]
