@@ -21,3 +21,16 @@ class DependencyError(CloudrmError):
 
 class Canceled(CloudrmError):
     """The caller asked to stop; partial output has been removed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM (or SIGHUP) and unwinds like Ctrl+C.
+
+    A ``KeyboardInterrupt`` so that ``except Exception`` handlers cannot swallow it and every
+    ``finally`` (the temporary-output cleanup of ``atomic_output``) runs on the way out.
+    """
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(f"terminated by {name}")
+        self.signum = signum
+        self.name = name

@@ -1,4 +1,7 @@
-"""True-colour PNG quicklooks (input | output side by side) for people to look at."""
+"""True-colour PNG quicklooks (input | output side by side) for people to look at.
+
+Unreadable or missing inputs and unwritable outputs are :class:`InputError` naming the file.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +14,17 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
 
 from .data.bands import S2_BANDS, S2_RGB, band_indices
 from .errors import InputError
-from .io.raster import atomic_output
+from .io.checks import check_destination
+from .io.raster import atomic_output, raster_info, read_window
 
 
-def _read_rgb(path: Path, bands: Sequence[str], max_side: int) -> np.ndarray:
-    with rasterio.open(path) as ds:
+def _read_rgb(path: Path, bands: Sequence[str], max_side: int, role: str) -> np.ndarray:
+    info = raster_info(path, role=role)  # missing, a folder, not a raster: InputError naming it
+    with rasterio.open(info.path) as ds:
         names = [d or "" for d in ds.descriptions]
         if all(b in names for b in bands):
             idx = [i + 1 for i in band_indices(names, bands, str(path))]
@@ -30,7 +36,10 @@ def _read_rgb(path: Path, bands: Sequence[str], max_side: int) -> np.ndarray:
             raise InputError(f"{path}: {ds.count} band(s), cannot make a true-colour image")
         f = max(1, int(np.ceil(max(ds.width, ds.height) / max_side)))
         shape = (3, max(1, ds.height // f), max(1, ds.width // f))
-        a = ds.read(idx, out_shape=shape, resampling=Resampling.average).astype(np.float32)
+        a = read_window(
+            ds, Window(0, 0, ds.width, ds.height), bands=idx, what=f"{role} raster '{info.name}'",
+            out_shape=shape, resampling=Resampling.average,
+        ).astype(np.float32)
         if ds.nodata is not None:
             a[a == ds.nodata] = np.nan
         return a
@@ -54,9 +63,14 @@ def side_by_side(
 
     The common stretch comes from the cloud-free output so ground looks natural and
     remaining cloud in the input saturates to white.
+
+    Raises:
+        InputError: an input missing or unreadable, or ``out_png`` not a writable ``.png`` path.
     """
-    a = _read_rgb(Path(before), bands, max_side)
-    b = _read_rgb(Path(after), bands, max_side)
+    # a quicklook is at most 3 × max_side × (2 max_side + gap) bytes: the folder check is what matters
+    check_destination(out_png, 3 * max_side * (2 * max_side + gap), inputs=(before, after), suffixes=(".png",))
+    a = _read_rgb(Path(before), bands, max_side, "before")
+    b = _read_rgb(Path(after), bands, max_side, "after")
     lo = np.nanpercentile(b.reshape(3, -1), 2, axis=1)
     hi = np.nanpercentile(b.reshape(3, -1), 98, axis=1)
     h = max(a.shape[1], b.shape[1])

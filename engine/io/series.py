@@ -149,6 +149,35 @@ def _labels(names: Sequence[str | None] | None, n: int) -> list[str | None]:
     return names + [None] * (n - len(names))
 
 
+def _warn_duplicate_dates(
+    ordered: Sequence[tuple[RasterInfo, dt.date | None, str]], progress: Progress
+) -> None:
+    """One warning per date held by several optical rasters (``ordered``: sorted by date).
+
+    Equal dates keep the order given; when the latest date is shared, the last one given is
+    the target, and the warning says so.
+    """
+    groups: dict[dt.date, list[tuple[RasterInfo, str]]] = {}
+    for info, d, source in ordered:
+        if d is not None:
+            groups.setdefault(d, []).append((info, source))
+    latest = max(groups) if groups else None
+    for d, items in groups.items():
+        if len(items) < 2:
+            continue
+        names = " and ".join(f"'{i.name}' ({i.path})" for i, _ in items)
+        sources = sorted({src for _, src in items})
+        if d == latest:
+            others = "the others" if len(items) > 2 else "the other"
+            use = f"'{items[-1][0].name}' (the last given) is the target, {others} history"
+        else:
+            use = "all are used, in the order given"
+        progress.warning(
+            f"optical rasters {names} have the same acquisition date {d.isoformat()} "
+            f"(from {', '.join(sources)}): {use}; give the dates explicitly if that is wrong"
+        )
+
+
 def load_series(
     optical: Sequence[str | os.PathLike[str]],
     sar: Sequence[str | os.PathLike[str]] | None,
@@ -165,7 +194,8 @@ def load_series(
     """
     if not optical:
         raise InputError("no optical rasters given: a series needs at least one")
-    opt = [raster_info(p, n, role="optical") for p, n in zip(optical, _labels(optical_names, len(optical)), strict=True)]
+    labels = _labels(optical_names, len(optical))
+    opt = [raster_info(p, n, role="optical") for p, n in zip(optical, labels, strict=True)]
     sars: list[RasterInfo] | None = None
     if sar:
         if len(sar) != len(optical):
@@ -180,10 +210,7 @@ def load_series(
             "optical rasters have different band counts: " + ", ".join(f"{i.describe()}" for i in opt)
         )
 
-    if dates:
-        found = [(d, "parameter") for d in _explicit_dates(dates, len(opt))]
-    else:
-        found = [_resolve_date(i) for i in opt]
+    found = [(d, "parameter") for d in _explicit_dates(dates, len(opt))] if dates else [_resolve_date(i) for i in opt]
     undated = [i for i, (d, _) in zip(opt, found, strict=True) if d is None]
     if undated and len(undated) < len(opt):
         raise InputError(
@@ -196,13 +223,15 @@ def load_series(
         order = list(range(len(opt)))
         progress.warning("no acquisition dates found (metadata or file names): keeping the given order, last = target")
     else:
-        order = sorted(range(len(opt)), key=lambda k: found[k][0])  # stable: equal dates keep their order
+        # stable: equal dates keep their order; every date is set in this branch
+        order = sorted(range(len(opt)), key=lambda k: found[k][0] or dt.date.min)
+        _warn_duplicate_dates([(opt[k], found[k][0], found[k][1]) for k in order], progress)
 
     sar_order = order
     if sars is not None:
         sar_dates = [_resolve_date(s) for s in sars]
         if all(d is not None for d, _ in sar_dates):
-            sar_order = sorted(range(len(sars)), key=lambda k: sar_dates[k][0])
+            sar_order = sorted(range(len(sars)), key=lambda k: sar_dates[k][0] or dt.date.min)
             for k_opt, k_sar in zip(order, sar_order, strict=True):
                 d_opt, d_sar = found[k_opt][0], sar_dates[k_sar][0]
                 if d_opt is not None and abs((d_opt - d_sar).days) > 15:  # type: ignore[operator]
