@@ -160,18 +160,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from .errors import Terminated
+    from .io.signals import terminate_as_interrupt
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl+C: temporary outputs are removed
+            return int(args.func(args))
     except Canceled as exc:
         print(f"cloudrm: {exc}", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"cloudrm: {exc}; no output written", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("cloudrm: interrupted; no output written", file=sys.stderr)
         return 130
     except CloudrmError as exc:
-        print(f"cloudrm: error: {exc}", file=sys.stderr)
+        print(f"cloudrm: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug, not a user error: one line unless asked for the traceback
+        if os.environ.get("CLOUDRM_DEBUG", "") not in ("", "0"):
+            raise
+        print(
+            f"cloudrm: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            "(set CLOUDRM_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":
