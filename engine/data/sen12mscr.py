@@ -53,6 +53,7 @@ from .common import (
     scale_sar,
     to_tensors,
 )
+from .coverage import pixel_size
 
 SEEDS = {"spring": "ROIs1158_spring", "summer": "ROIs1868_summer", "fall": "ROIs1970_fall", "winter": "ROIs2017_winter"}
 SEASONS = tuple(SEEDS)
@@ -262,6 +263,7 @@ class Sen12MSCRDataset(RobustDataset):
         whole = self.need_mask or self.cloud or ext.resize > 0
         with open_raster(t.s2_cloudy, "cloudy S2", bands=13) as dc:
             shape = (dc.height, dc.width)
+            metres = pixel_size(dc)
             with (
                 open_raster(t.s1, "S1", bands=2, shape=shape) as d1,
                 open_raster(t.s2, "cloud-free S2", 13, shape) as d2,
@@ -285,7 +287,7 @@ class Sen12MSCRDataset(RobustDataset):
         if self.cloud:
             from .coverage import default_cloud_mask
 
-            out["cloud"] = default_cloud_mask(cloudy_dn).astype(np.float32)[None]
+            out["cloud"] = default_cloud_mask(cloudy_dn, metres).astype(np.float32)[None]
         if whole:
             if ext.resize:
                 out = {k: resize(v, ext.resize, nearest=k in ("mask", "cloud")) for k, v in out.items()}

@@ -56,6 +56,7 @@ from .common import (
     scale_sar,
     to_tensors,
 )
+from .coverage import pixel_size
 
 ROI_SPLITS: dict[str, dict[str, tuple[str, ...]]] = {
     "test": {
@@ -295,6 +296,7 @@ class Sen12MSCRTSDataset(RobustDataset):
         target_dn: np.ndarray | None = None
         with open_raster(s.steps[inputs[-1]].s2, "S2", bands=13) as ds:
             shape = (ds.height, ds.width)
+            metres = pixel_size(ds)
         win = self.extent.window(*shape, item_rng(self.seed, self.epoch, i), s.name)
         read = None if self.cloud else win
         for t in inputs:
@@ -314,7 +316,7 @@ class Sen12MSCRTSDataset(RobustDataset):
         if self.cloud:
             from .coverage import default_cloud_mask
 
-            out["cloud"] = default_cloud_mask(opt[-1]).astype(np.float32)[None]
+            out["cloud"] = default_cloud_mask(opt[-1], metres).astype(np.float32)[None]
             out = {k: crop(v, win) for k, v in out.items()}
         hw = out["target"].shape[-2:]
         target_day = s.steps[inputs[-1]].s2_date

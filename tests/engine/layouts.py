@@ -61,14 +61,14 @@ def _transform(k: int) -> Affine:
     return Affine(10, 0, 500000 + 1000 * k, 0, -10, 4000000)
 
 
-def write_triplet(s1: Path, s2: Path, cloudy: Path, k: int, size: int = 32) -> None:
+def write_triplet(s1: Path, s2: Path, cloudy: Path, k: int, size: int = 32, cover: float = 0.4) -> None:
     clear, sar = clear_patch(k, size)
     crs = _scene()[2]
     for p in (s1, s2, cloudy):
         p.parent.mkdir(parents=True, exist_ok=True)
     write_geotiff(s1, sar, crs, _transform(k))
     write_geotiff(s2, clear, crs, _transform(k))
-    write_geotiff(cloudy, cloudy_of(clear, k), crs, _transform(k))
+    write_geotiff(cloudy, cloudy_of(clear, k, cover) if cover > 0 else clear, crs, _transform(k))
 
 
 def write_sen12mscr_seasonal(root: Path, scenes: Sequence[tuple[str, str, Sequence[int]]], size: int = 32) -> list[str]:
@@ -89,12 +89,16 @@ def write_sen12mscr_seasonal(root: Path, scenes: Sequence[tuple[str, str, Sequen
     return names
 
 
-def write_sen12mscr_glf(root: Path, rows: Sequence[tuple[int, str]], size: int = 32) -> Path:
-    """GLF-CR layout: ``rows`` = [(split id 1/2/3, 'ROIs1970_fall_139_p839')]; returns data.csv."""
+def write_sen12mscr_glf(
+    root: Path, rows: Sequence[tuple[int, str]], size: int = 32, covers: Sequence[float] | None = None
+) -> Path:
+    """GLF-CR layout: ``rows`` = [(split id 1/2/3, 'ROIs1970_fall_139_p839')]; returns data.csv.
+    ``covers``: blob size per row (fraction of the patch; 0 = no cloud)."""
     lines = []
     for k, (split, name) in enumerate(rows):
         f = f"{name}.tif"
-        write_triplet(root / "s1" / f, root / "s2_cloudfree" / f, root / "s2_cloudy" / f, k, size)
+        cover = 0.4 if covers is None else covers[k]
+        write_triplet(root / "s1" / f, root / "s2_cloudfree" / f, root / "s2_cloudy" / f, k, size, cover)
         lines.append([str(split), "s1", "s2_cloudfree", "s2_cloudy", f])
     with (root / "data.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows(lines)
