@@ -6,7 +6,9 @@
   in ``site_paths.txt`` beside this file (written by ``scripts/install-plugin`` to point at the
   project's virtual environment), plus the plugin-private folder that the guided install
   fills (:func:`private_site_dir`, outside the plugin folder so a plugin update keeps it).
-  Those are *appended* to ``sys.path``, so QGIS's own packages (numpy, GDAL bindings) always win.
+  Those are appended to ``sys.path``; the packages cloudrm brings there (torch, torchvision and
+  their requirements such as sympy and mpmath) are found there first, whatever versions QGIS's
+  Python has, while QGIS's numpy and GDAL bindings stay QGIS's (:func:`extend_sys_path`).
 - Guided install: :func:`install_commands` builds the ``python -m pip install --target``
   command lines (CPU or CUDA torch), :func:`guided_install` runs them, and
   :func:`offer_guided_install` asks in the QGIS message bar first. Nothing here imports qgis
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.util
 import os
 import shlex
@@ -73,7 +76,8 @@ def python_executable() -> str:
     stdlib = Path(os.__file__).resolve().parent
     prefixes = [stdlib.parent.parent, stdlib.parent, Path(sys.base_prefix), Path(sys.exec_prefix)]
     for prefix in dict.fromkeys(prefixes):
-        for cand in (prefix / "python.exe", prefix / "python3.exe", prefix / "bin" / f"python{ver}", prefix / "bin" / "python3"):
+        names = ("python.exe", "python3.exe", f"bin/python{ver}", "bin/python3")
+        for cand in (prefix / n for n in names):
             if cand.is_file():
                 return str(cand)
     if python_named:
@@ -182,23 +186,169 @@ INSTALL_HELP = (
 )
 
 
-def extend_sys_path() -> list[str]:
-    """Append the ``site_paths.txt`` folders, then the private folder, to ``sys.path``; returns those added."""
-    candidates = []
+PROTECTED = (
+    "numpy", "osgeo", "qgis", "PyQt5", "PyQt6", "sip", "rasterio", "affine", "yaml",
+    "setuptools", "pkg_resources", "_distutils_hack", "distutils", "pip",
+)
+"""Packages that always stay QGIS's own when QGIS's Python has them: its numpy (QGIS and GDAL
+are built on it), the GDAL bindings and what shares their GDAL (rasterio), Qt, yaml, and the
+packaging tools the interpreter itself loads at start-up."""
+
+ROOTS = ("torch", "torchvision", "tqdm", "s2cloudless")
+"""What the engine imports from the dependency folders; their requirements come along."""
+
+
+def dependency_folders() -> list[str]:
+    """The folders cloudrm brings packages from: ``site_paths.txt`` entries, then the private folder."""
+    folders = []
     if SITE_PATHS_FILE.is_file():
         for line in SITE_PATHS_FILE.read_text(encoding="utf-8").splitlines():
             p = line.strip()
             if p and not p.startswith("#"):
-                candidates.append(p)
-    candidates.append(str(private_site_dir()))
+                folders.append(p)
+    folders.append(str(private_site_dir()))
+    return [p for p in dict.fromkeys(folders) if Path(p).is_dir()]
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "_").replace(".", "_")
+
+
+def _top_level(dist: Any) -> set[str]:
+    """Import names a distribution installs (top_level.txt, else the first part of its files)."""
+    text = dist.read_text("top_level.txt")
+    if text:
+        return {n.strip() for n in text.splitlines() if n.strip()}
+    names = set()
+    for f in dist.files or []:
+        first = f.parts[0] if f.parts else ""
+        if not first or first.endswith((".dist-info", ".egg-info", ".data")) or first in ("..", "__pycache__", "bin"):
+            continue
+        names.add(first[:-3] if first.endswith(".py") else first.split(".")[0])
+    return names
+
+
+def brought_packages(folders: Sequence[str]) -> dict[str, tuple[str, str, str]]:
+    """``{import name: (distribution, version, folder)}`` of what cloudrm brings: the distributions of
+    :data:`ROOTS` found in ``folders`` and, transitively, their requirements found there."""
+    from importlib import metadata
+
+    dists: dict[str, Any] = {}
+    for folder in folders:
+        for d in metadata.distributions(path=[folder]):
+            name = d.metadata["Name"]
+            if name and _norm(name) not in dists:
+                dists[_norm(name)] = (d, folder)
+    todo = [_norm(r) for r in ROOTS]
+    seen: set[str] = set()
+    while todo:
+        key = todo.pop()
+        if key in seen or key not in dists:
+            continue
+        seen.add(key)
+        d, _ = dists[key]
+        for req in d.requires or []:
+            if "extra ==" in req:
+                continue
+            req_name = req.split(";")[0].strip()
+            for sep in "<>=!~[( ":
+                req_name = req_name.split(sep)[0]
+            todo.append(_norm(req_name))
+    out: dict[str, tuple[str, str, str]] = {}
+    for key in seen:
+        d, folder = dists[key]
+        for top in _top_level(d):
+            if top and top not in PROTECTED:
+                out[top] = (d.metadata["Name"], d.version, folder)
+    return out
+
+
+class _BroughtFirst(importlib.abc.MetaPathFinder):
+    """Finds the packages cloudrm brings in its own folders before anywhere else on ``sys.path``.
+
+    QGIS's interpreter has its own site-packages (on Debian: python3-sympy 1.11, mpmath 1.2)
+    ahead of any folder a plugin can append, and torch fails to import with them. Only the
+    top-level names of :func:`brought_packages` are redirected (submodules follow their parent
+    package's ``__path__``); everything else, QGIS's numpy and GDAL bindings above all, resolves
+    as before.
+    """
+
+    def __init__(self, packages: dict[str, tuple[str, str, str]]) -> None:
+        self.packages = packages
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if "." in fullname or fullname not in self.packages:
+            return None
+        import importlib.machinery
+
+        folder = self.packages[fullname][2]
+        usual = importlib.machinery.PathFinder.find_spec(fullname, sys.path)
+        if usual is not None and _inside(usual, folder):
+            return usual  # already ours (e.g. OpenCV's loader putting its own folder first on sys.path)
+        return importlib.machinery.PathFinder.find_spec(fullname, [folder])
+
+
+def _inside(spec: Any, folder: str) -> bool:
+    """True when a module spec's file (or package folder) lies under ``folder``."""
+    where = spec.origin
+    if where in (None, "namespace"):
+        where = next(iter(spec.submodule_search_locations or []), "")
+    try:
+        return bool(where) and Path(where).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False
+
+
+_FINDER: _BroughtFirst | None = None
+
+
+def extend_sys_path() -> list[str]:
+    """Make the dependency folders usable; returns the folders added to ``sys.path``.
+
+    The folders are appended to ``sys.path`` (so QGIS's own packages keep winning in general),
+    and a finder placed first on ``sys.meta_path`` makes the packages cloudrm brings (torch and
+    what it requires) come from them. See :func:`version_conflicts` for what is checked.
+    """
+    global _FINDER
+    folders = dependency_folders()
     added = []
-    for p in candidates:
-        if Path(p).is_dir() and p not in sys.path:
+    for p in folders:
+        if p not in sys.path:
             sys.path.append(p)
             added.append(p)
-    if added:
-        importlib.invalidate_caches()
+    if _FINDER is not None and _FINDER in sys.meta_path:
+        sys.meta_path.remove(_FINDER)
+    _FINDER = _BroughtFirst(brought_packages(folders)) if folders else None
+    if _FINDER is not None and _FINDER.packages:
+        sys.meta_path.insert(0, _FINDER)
+    importlib.invalidate_caches()
     return added
+
+
+def version_conflicts() -> list[str]:
+    """One line per package that will not come from where cloudrm needs it.
+
+    A package cloudrm brings that was imported from elsewhere before the plugin loaded (by QGIS
+    or another plugin) stays that other copy for the whole session: say which versions clash.
+    """
+    from importlib import metadata
+
+    lines = []
+    packages = _FINDER.packages if _FINDER is not None else {}
+    for name, (dist, version, folder) in sorted(packages.items()):
+        mod = sys.modules.get(name)
+        where = getattr(mod, "__file__", None) or ""
+        if mod is None or not where or Path(where).resolve().is_relative_to(Path(folder).resolve()):
+            continue
+        try:
+            other = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            other = getattr(mod, "__version__", "unknown")
+        lines.append(
+            f"cloudrm needs {dist} {version} (from {folder}) but QGIS already loaded {dist} {other} "
+            f"from {Path(where).parent}: restart QGIS, and disable the plugin that imports {name} first"
+        )
+    return lines
 
 
 def missing_dependencies(names: Sequence[str] = REQUIRED) -> list[str]:
@@ -279,7 +429,8 @@ def offer_guided_install(iface: Any, missing: Sequence[str] | None = None) -> bo
 
         def done(exc: Exception | None, result: Any = None) -> None:
             if exc is None:
-                bar.pushMessage("cloudrm", f"Installed {', '.join(missing)} into {result}. Restart QGIS.", Qgis.Success, 0)
+                text = f"Installed {', '.join(missing)} into {result}. Restart QGIS."
+                bar.pushMessage("cloudrm", text, Qgis.Success, 0)
             else:
                 bar.pushMessage("cloudrm", f"Install failed: {exc}", Qgis.Critical, 0)
 
@@ -296,13 +447,11 @@ def offer_guided_install(iface: Any, missing: Sequence[str] | None = None) -> bo
 _TASKS: list[Any] = []
 
 
-def engine() -> ModuleType:
-    """The engine package (bundled copy first, then a development install)."""
-    if (PLUGIN_DIR / "engine" / "__init__.py").is_file():
-        return importlib.import_module(f"{__package__}.engine")
-    return importlib.import_module("cloudrm_engine")
+def api() -> ModuleType:
+    """``engine.api``, the only engine module the plugin uses (it imports neither torch nor rasterio).
 
-
-def engine_module(name: str) -> ModuleType:
-    """``engine.<name>``, e.g. ``engine_module('api')``."""
-    return importlib.import_module(f"{engine().__name__}.{name}")
+    The bundled copy (``cloudrm_plugin/engine`` in an installed plugin) first, else the
+    ``cloudrm_engine`` package of a development install.
+    """
+    bundled = (PLUGIN_DIR / "engine" / "__init__.py").is_file()
+    return importlib.import_module(f"{__package__}.engine.api" if bundled else "cloudrm_engine.api")

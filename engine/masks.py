@@ -6,13 +6,16 @@ Two methods:
   ``s2cloudless`` PyPI package; 10 of the 13 bands, reflectance = DN / 10000). Probability
   > threshold (0.4), averaged over a disk and dilated; the disk sizes follow the package's
   recommendations (22 and 11 px at 10 m, 4 and 2 px at 60 m) scaled by the pixel size.
-  Gives clouds only. The classifier costs about 40 µs per pixel on one CPU core, so
-  ``resolution=60`` (k×k pixel means, the package's 60 m setting, mask repeated back onto
-  the input grid) is 36× faster on 10 m data.
+  The classifier costs about 40 µs per pixel on one CPU core, so ``resolution=60`` (k×k
+  pixel means, the package's 60 m setting, mask repeated back onto the input grid) is 36×
+  faster on 10 m data.
 - ``cafr_rule``: the DSen2-CR rule detector used by CAFR (``data/cloudmask.py``): clouds
-  where the score ≥ 0.2, plus DSen2-CR's cloud-shadow test with its thresholds taken over
-  the whole scene (a first pass collects the statistics), so the result does not depend
-  on the block size.
+  where the score ≥ 0.2.
+
+Both then mark cloud shadows (value 2, on pixels not already cloud) with DSen2-CR's
+shadow test: dark in the near/short-wave infrared (CSI = (B8 + B11) / 2) and in blue, with
+thresholds taken over the whole scene (a first pass collects the statistics), so the result
+does not depend on the block size. ``shadows=False`` skips that pass.
 
 The scene is processed in blocks with a halo wide enough for every filter of the method,
 and each block's window is clipped to the raster, never padded: so the mask equals the one
@@ -34,12 +37,12 @@ import rasterio
 from rasterio.windows import Window
 
 from . import __version__
+from .choices import MASK_METHODS as METHODS
 from .data.bands import S2_BANDS
 from .errors import Canceled, DependencyError, InputError
 from .io.raster import RasterInfo, atomic_output, geotiff_profile, invalid_mask, raster_info
 from .progress import NullProgress, Progress
 
-METHODS: tuple[str, ...] = ("s2cloudless", "cafr_rule")
 CLEAR, CLOUD, SHADOW, NODATA = 0, 1, 2, 255
 DEFAULT_THRESHOLD = {"s2cloudless": 0.4, "cafr_rule": 0.2}
 S2CLOUDLESS_VERSION = "1.7.3"
@@ -155,15 +158,14 @@ def _rule_shadow(dn: np.ndarray, levels: _ShadowLevels, valid: np.ndarray) -> np
 
     Nodata pixels (``valid`` False) never vote for shadow, so dark no-data areas do not spread.
     """
-    import torch
-    import torch.nn.functional as F
-
     refl = dn.astype(np.float64) / 10000.0
     csi = (refl[_B["B8"]] + refl[_B["B11"]]) / 2
     raw = (csi < levels.csi) & (refl[_B["B2"]] < levels.blue) & valid
-    t = torch.from_numpy(raw.astype(np.float32))[None, None]
-    votes = F.avg_pool2d(t, 5, stride=1, padding=2, count_include_pad=True)[0, 0] * 25
-    return (votes > 12.5).numpy()  # median of 25 zeros/ones = 1 iff ≥ 13 ones
+    # 5×5 vote counts (zero fill beyond the array) from a summed-area table: numpy only
+    sat = np.pad(raw.astype(np.int32), ((3, 2), (3, 2))).cumsum(0).cumsum(1)
+    h, w = raw.shape
+    votes = sat[5 : 5 + h, 5 : 5 + w] - sat[:h, 5 : 5 + w] - sat[5 : 5 + h, :w] + sat[:h, :w]
+    return votes >= 13  # median of 25 zeros/ones = 1 iff ≥ 13 ones
 
 
 def _blocks(height: int, width: int, size: int) -> list[tuple[int, int, int, int]]:
@@ -220,7 +222,7 @@ def cloud_mask_scene(
         progress: receives block counts; asked for cancellation between blocks.
         name: label of the input in messages (a QGIS layer name).
         threshold: cloud threshold; 0.4 (probability) for s2cloudless, 0.2 (score) for cafr_rule.
-        shadows: cafr_rule only: also mark DSen2-CR cloud shadows (value 2).
+        shadows: also mark DSen2-CR cloud shadows (value 2) where there is no cloud.
         block_size: core block edge in pixels (memory ≈ 13 × 4 B × (block + 2 halo)²).
         resolution: s2cloudless only: classify at about this pixel size in metres (e.g. 60,
             the package's 60 m setting) using k×k pixel means, k = round(resolution / pixel
@@ -270,10 +272,10 @@ def cloud_mask_scene(
                 "cloud mask method cafr_rule needs PyTorch (torch); see the README, 'Dependencies'"
             ) from exc
         halo = _CAFR_HALO
-        prog.info(f"cafr_rule: cloud score ≥ {thr}" + (", DSen2-CR shadows" if shadows else ""))
+        prog.info(f"cafr_rule: cloud score ≥ {thr}")
 
     blocks = _blocks(info.height, info.width, block_size)
-    passes = 2 if method == "cafr_rule" and shadows else 1
+    passes = 2 if shadows else 1
     total = len(blocks) * passes
     done = 0
     counts = np.zeros(3, dtype=np.int64)  # clear, cloud, shadow
@@ -314,8 +316,8 @@ def cloud_mask_scene(
                     mask = _s2cloudless_block(detector, dn, ~bad, k)
                 else:
                     mask = _rule_cloud(dn, thr).astype(np.uint8)
-                    if levels is not None:
-                        mask[_rule_shadow(dn, levels, ~bad) & (mask == CLEAR)] = SHADOW
+                if levels is not None:
+                    mask[_rule_shadow(dn, levels, ~bad) & (mask == CLEAR)] = SHADOW
                 mask[bad] = NODATA
                 core = mask[y - y0 : y - y0 + h, x - x0 : x - x0 + w]
                 counts += np.bincount(core[core != NODATA].ravel(), minlength=3)[:3]

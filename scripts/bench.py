@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from cloudrm_engine.inference.device import describe_device, resolve_device
-from cloudrm_engine.inference.predictor import predict_scene
+from cloudrm_engine.api import predict_scene
 from cloudrm_engine.io.checkpoint import build_model, load_checkpoint
 from cloudrm_engine.models import create_model, model_card
 

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -17,10 +18,6 @@ from qgis.core import (
 from .. import deps
 from .base import CloudrmAlgorithm, FeedbackProgress
 
-# Kept here (not read from engine.masks) so the algorithm registers even when the engine's
-# dependencies are missing; a test checks both lists agree.
-METHODS = ("s2cloudless", "cafr_rule")
-
 
 class CloudMaskAlgorithm(CloudrmAlgorithm):
     """Cloud mask: INPUT (S2 L1C, 13 bands) → uint8 OUTPUT (0 clear, 1 cloud, 2 shadow, 255 nodata)."""
@@ -28,16 +25,20 @@ class CloudMaskAlgorithm(CloudrmAlgorithm):
     NAME = "cloudmask"
     INPUT = "INPUT"
     METHOD = "METHOD"
+    SHADOWS = "SHADOWS"
     RESOLUTION = "RESOLUTION"
     OUTPUT = "OUTPUT"
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        api = deps.api()
         self.add(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Sentinel-2 L1C image (13 bands)")))
         self.add(
             QgsProcessingParameterEnum(
-                self.METHOD, self.tr("Method"), options=list(METHODS), defaultValue=METHODS[0], usesStaticStrings=True
+                self.METHOD, self.tr("Method"), options=list(api.MASK_METHODS), defaultValue=api.DEFAULT_MASK_METHOD,
+                usesStaticStrings=True,
             )
         )
+        self.add(QgsProcessingParameterBoolean(self.SHADOWS, self.tr("Mark cloud shadows"), defaultValue=True))
         self.add(
             QgsProcessingParameterNumber(
                 self.RESOLUTION, self.tr("s2cloudless processing resolution (m; 0 = the image's own)"),
@@ -56,7 +57,7 @@ class CloudMaskAlgorithm(CloudrmAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        method = self.parameterAsEnumString(parameters, self.METHOD, context) or METHODS[0]
+        method = self.parameterAsEnumString(parameters, self.METHOD, context) or deps.api().DEFAULT_MASK_METHOD
         missing = self._missing(method)
         if missing:
             return False, f"Method {method} cannot run: " + deps.install_help(missing)
@@ -65,17 +66,19 @@ class CloudMaskAlgorithm(CloudrmAlgorithm):
     def processAlgorithm(  # noqa: N802
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
-        method = self.parameterAsEnumString(parameters, self.METHOD, context) or METHODS[0]
+        api = deps.api()
+        method = self.parameterAsEnumString(parameters, self.METHOD, context) or api.DEFAULT_MASK_METHOD
         missing = self._missing(method)
         if missing:  # also when called without checkParameterValues (e.g. from a script)
             raise QgsProcessingException(f"Method {method} cannot run: " + deps.install_help(missing))
-        masks = deps.engine_module("masks")
         source, name = self.raster_path(self.parameterAsRasterLayer(parameters, self.INPUT, context), self.INPUT)
         resolution = self.parameterAsDouble(parameters, self.RESOLUTION, context) or None
+        shadows = self.parameterAsBoolean(parameters, self.SHADOWS, context)
         out = self.tif_output(parameters, self.OUTPUT, context)
         with self.engine_errors():
-            result = masks.cloud_mask_scene(
-                source, out, method=method, progress=FeedbackProgress(feedback), name=name, resolution=resolution
+            result = api.cloud_mask(
+                source, out, method=method, progress=FeedbackProgress(feedback), name=name, resolution=resolution,
+                shadows=shadows,
             )
         feedback.pushInfo(
             f"Wrote {result.output} in {result.seconds:.1f} s ({result.blocks} blocks, {method}): "

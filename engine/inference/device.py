@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 
 from ..errors import InputError
@@ -40,12 +37,6 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-@contextlib.contextmanager
-def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
-    """Mixed precision on CUDA (bfloat16 where supported, else float16); no-op on CPU."""
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        with torch.autocast("cuda", dtype=dtype):
-            yield
-    else:
-        yield
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a precision name (``bf16``, ``fp16``); None for ``fp32``."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

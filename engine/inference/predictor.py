@@ -1,25 +1,34 @@
-"""Full-scene, tiled, streamed prediction from GeoTIFF inputs to a GeoTIFF on the optical grid."""
+"""Full-scene, tiled, streamed prediction from GeoTIFF inputs to a GeoTIFF on the optical grid.
+
+:func:`run_scene` runs a single-date :class:`~engine.api.RunRequest`; the time-series path
+(:mod:`.temporal`) shares everything here but its tile reader: the checks before the model
+loads, device, precision and batch choice, the pipeline (:mod:`.pipeline`), the output
+writer with keep-clear (:func:`blended_geotiff`) and the result.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
 import torch
 
 from .. import __version__
+from ..choices import checkpoint_dir
 from ..data.bands import S2_BANDS
 from ..data.normalize import apply_card, fill_invalid
-from ..errors import Canceled, CheckpointError, InputError
-from ..io.align import SarTiles
-from ..io.checkpoint import build_model, load_checkpoint
+from ..errors import CheckpointError, InputError
+from ..io.align import SarTiles, check_alignment
+from ..io.checkpoint import Checkpoint, build_model, load_checkpoint
 from ..io.raster import (
     RasterInfo,
     atomic_output,
@@ -30,20 +39,27 @@ from ..io.raster import (
     read_padded,
 )
 from ..models import ModelCard, model_card
-from ..progress import NullProgress, Progress
-from .device import autocast, describe_device, resolve_device
-from .tiling import StreamingBlender, TileGrid
+from ..progress import Progress, Span
+from .composite import FILLED_DESCRIPTION, KeepClear, buffer_pixels, describe, mask_for
+from .device import autocast_dtype, describe_device, resolve_device
+from .pipeline import PipelineStats, StageProgress, StripWriter, TileData, run_pipeline
+from .tiling import StreamingBlender, Tile, TileGrid
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
-"""``resources/`` beside ``engine/``: the repo root, or the installed plugin folder."""
+if TYPE_CHECKING:
+    from ..api import RunRequest, RunResult
+
+BLOCK = 256
+"""GeoTIFF block edge of every output (and the strip height the writer completes)."""
 
 
 def default_checkpoint(card: ModelCard) -> Path:
     """The bundled checkpoint of a model (``$CLOUDRM_CHECKPOINT_DIR`` overrides the folder)."""
     if not card.default_checkpoint:
-        raise CheckpointError(f"model {card.name!r} has no bundled checkpoint: pass one explicitly")
-    folder = Path(os.environ.get("CLOUDRM_CHECKPOINT_DIR") or RESOURCES / "checkpoints")
-    path = folder / card.default_checkpoint
+        raise CheckpointError(
+            f"model {card.name!r} has no bundled checkpoint: give one (--checkpoint / CHECKPOINT); "
+            "`cloudrm train` makes one"
+        )
+    path = checkpoint_dir() / card.default_checkpoint
     if not path.is_file():
         raise CheckpointError(
             f"no checkpoint given and the bundled checkpoint of {card.name!r} is missing: {path}"
@@ -51,35 +67,22 @@ def default_checkpoint(card: ModelCard) -> Path:
     return path
 
 
-@dataclass
-class PredictResult:
-    """What :func:`predict_scene` did."""
-
-    output: Path
-    model: str
-    checkpoint: Path
-    device: str
-    tiles: int
-    tile_size: int
-    overlap: int
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-
-
-class _Recorder:
-    """Forwards to the caller's Progress and keeps the warnings for the result."""
+class Recorder:
+    """Forwards to the caller's Progress and keeps warnings and log lines for the result."""
 
     def __init__(self, inner: Progress) -> None:
         self.inner = inner
         self.warnings: list[str] = []
+        self.infos: list[str] = []
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, done: float, total: int) -> None:
         self.inner.update(done, total)
 
     def is_canceled(self) -> bool:
         return self.inner.is_canceled()
 
     def info(self, message: str) -> None:
+        self.infos.append(message)
         self.inner.info(message)
 
     def warning(self, message: str) -> None:
@@ -116,7 +119,7 @@ def select_optical_bands(opt: RasterInfo, want: list[str], model: str, ckpt_name
     )
 
 
-def _check_sar(sar: RasterInfo, want: list[str], model: str) -> None:
+def check_sar(sar: RasterInfo, want: list[str], model: str) -> None:
     if sar.count != len(want):
         raise InputError(
             f"SAR raster {sar.describe()} has {sar.count} bands; model {model} expects "
@@ -124,15 +127,116 @@ def _check_sar(sar: RasterInfo, want: list[str], model: str) -> None:
         )
 
 
-def _output_converter(opt: RasterInfo, scale: float, clip_hi: float, bands: int):
+def check_not_an_input(out: str | os.PathLike[str], inputs: Sequence[RasterInfo | None]) -> None:
+    for info in inputs:
+        if info is not None and Path(out).resolve() == info.path.resolve():
+            raise InputError(f"output {out} is the input raster {info.describe()}: choose another file")
+
+
+def load_model_checkpoint(name: str, checkpoint: str | None) -> tuple[Path, Checkpoint]:
+    """The checkpoint file of a run (the bundled one when None) and its contents, for model ``name``."""
+    card = model_card(name)
+    path = Path(checkpoint) if checkpoint else default_checkpoint(card)
+    ckpt = load_checkpoint(path, model=name)
+    if ckpt.model != name:
+        raise CheckpointError(f"checkpoint {path} holds model {ckpt.model!r}, not {name!r}")
+    return path, ckpt
+
+
+def make_grid(height: int, width: int, req: RunRequest, defaults: Mapping[str, Any], multiple: int,
+              rec: Recorder, what: str) -> TileGrid:
+    """The tile grid of a run: the request's tile size and overlap, or the defaults (logged)."""
+    tile_size = int(req.tile_size or defaults.get("tile_size", 256))
+    overlap = int(req.overlap or defaults.get("overlap", 32))
+    if not req.overlap and overlap >= tile_size:
+        overlap = tile_size // 4  # the default overlap is meant for the default tile size
+    try:
+        grid = TileGrid(height, width, tile_size, overlap, multiple)
+    except ValueError as exc:
+        raise InputError(f"tiling: {exc}") from exc
+    source = "requested" if req.tile_size or req.overlap else f"{what} defaults"
+    rec.info(f"tiles: {grid.size} px, overlap {grid.overlap} px ({source}); {grid.describe()}")
+    if grid.size != tile_size or grid.overlap != overlap:
+        rec.info(
+            f"tile size {tile_size}/overlap {overlap} adjusted to {grid.size}/{grid.overlap} "
+            f"({what} needs multiples of {multiple})"
+        )
+    return grid
+
+
+# ---- device, precision, batch ----------------------------------------------------------------
+
+
+def choose_precision(requested: str, device: torch.device, card: ModelCard | None, rec: Recorder) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: mixed precision only on CUDA; ``auto`` takes the card's choice."""
+    if device.type != "cuda":
+        if requested in ("bf16", "fp16"):
+            rec.info(f"precision {requested} is for CUDA devices: float32 on {device}")
+        return "fp32"
+    if requested == "auto":
+        choice = str((card.defaults if card else {}).get("cuda_precision", "fp32"))
+        return choice
+    if requested == "bf16" and not torch.cuda.is_bf16_supported():
+        rec.info(f"{describe_device(device)} has no bfloat16: float16 instead")
+        return "fp16"
+    return requested
+
+
+def auto_batch_size(
+    forward: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
+    example: tuple[np.ndarray, ...],
+    device: torch.device,
+    tiles: int,
+    rec: Recorder,
+    cap: int = 32,
+) -> int:
+    """Tiles per forward pass: 1 on the CPU; on CUDA as many as ~70 % of the free memory holds,
+    measured with one tile (at most ``cap`` and the number of tiles)."""
+    if device.type != "cuda":
+        return 1
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    with torch.inference_mode():
+        forward(tuple(torch.from_numpy(a[None]).to(device) for a in example))
+    torch.cuda.synchronize(device)
+    per_tile = max(torch.cuda.max_memory_allocated(device) - base, 1)
+    free, _ = torch.cuda.mem_get_info(device)
+    batch = int(max(1, min(cap, tiles, (0.7 * free) // per_tile)))
+    rec.info(
+        f"batch size {batch} (automatic: {free / 2**30:.1f} GiB free on {device}, "
+        f"about {per_tile / 2**30:.2f} GiB per tile)"
+    )
+    return batch
+
+
+def model_forward(
+    net: torch.nn.Module, device: torch.device, precision: str
+) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
+    """The batched call of ``net`` with the run's precision (autocast on CUDA for bf16/fp16)."""
+    dtype = autocast_dtype(precision)
+
+    def forward(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if dtype is not None and device.type == "cuda":
+            with torch.autocast("cuda", dtype=dtype):
+                return net(*inputs)
+        return net(*inputs)
+
+    return forward
+
+
+# ---- output -------------------------------------------------------------------------------
+
+
+def _output_converter(like: RasterInfo, scale: float, clip_hi: float, bands: int) -> Callable[[np.ndarray], np.ndarray]:
     """Function (C+1, h, w) float64 [prediction…, validity] → (C, h, w) in the output dtype.
 
     The output keeps the optical input's dtype and DN scaling; pixels invalid in the input
     become nodata, and a valid result that would read as nodata is nudged by one DN (as
     CNES decloud does), so no real pixel disappears.
     """
-    dtype = np.dtype(opt.dtype)
-    nodata = opt.nodata
+    dtype = np.dtype(like.dtype)
+    nodata = like.nodata
     integer = dtype.kind in "iu"
 
     def convert(block: np.ndarray) -> np.ndarray:
@@ -151,6 +255,14 @@ def _output_converter(opt: RasterInfo, scale: float, clip_hi: float, bands: int)
     return convert
 
 
+@dataclass
+class OutputStats:
+    """Counts the writer gathered."""
+
+    peak_pending_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
 @contextlib.contextmanager
 def blended_geotiff(
     out: str | os.PathLike[str],
@@ -160,154 +272,283 @@ def blended_geotiff(
     tags: Mapping[str, str],
     scale: float,
     clip_hi: float,
+    keep: KeepClear | None = None,
+    filled_mask: str | os.PathLike[str] | None = None,
 ) -> Iterator[StreamingBlender]:
     """An atomic GeoTIFF on ``like``'s grid (dtype, nodata) fed through a :class:`StreamingBlender`.
 
     Tiles added to the yielded blender are (len(bands) + 1, h, w) float arrays: the values in
-    the model's [0, 1] scale, then a validity channel (see :func:`_output_converter`). Blocks
-    are written as soon as they are complete. An exception in the body (a cancel) leaves no file.
+    the model's [0, 1] scale (``scale`` turns them into DN), then a validity channel (see
+    :func:`_output_converter`). With ``keep``, every finished block is composited with the
+    input (keep-clear); ``filled_mask`` then also gets the uint8 filled-pixels flags. Blocks
+    are written as whole full-width strips as soon as they are complete. An exception in the
+    body (a cancel) leaves neither file.
     """
     convert = _output_converter(like, scale, clip_hi, len(bands))
-    profile = geotiff_profile(like, len(bands), like.dtype, like.nodata)
-    with atomic_output(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+    profile = {**geotiff_profile(like, len(bands), like.dtype, like.nodata), "num_threads": "ALL_CPUS"}
+    mask_profile = {**geotiff_profile(like, 1, "uint8", None), "predictor": 2, "num_threads": "ALL_CPUS"}
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_output(out))
+        tmp_mask = stack.enter_context(atomic_output(filled_mask)) if filled_mask else None
+        dst = stack.enter_context(rasterio.open(tmp, "w", **profile))
+        mdst = stack.enter_context(rasterio.open(tmp_mask, "w", **mask_profile)) if tmp_mask else None
         for i, name in enumerate(bands, start=1):
             if name:
                 dst.set_band_description(i, name)
         dst.update_tags(**tags, CLOUDRM_VERSION=__version__)
+        if mdst is not None:
+            mdst.set_band_description(1, FILLED_DESCRIPTION)
+            mdst.update_tags(CLOUDRM_FILLED_MASK_OF=Path(out).name, CLOUDRM_VERSION=__version__)
+
+        def write_out(y0: int, y1: int, a: np.ndarray) -> None:
+            dst.write(a, window=((y0, y1), (0, like.width)))
+
+        def write_mask(y0: int, y1: int, a: np.ndarray) -> None:
+            mdst.write(a, window=((y0, y1), (0, like.width)))  # type: ignore[union-attr]
+
+        strips = StripWriter(like.height, like.width, BLOCK, write_out)
+        mask_strips = StripWriter(like.height, like.width, BLOCK, write_mask) if mdst is not None else None
 
         def emit(y: int, x: int, block: np.ndarray) -> None:
-            dst.write(convert(block), window=((y, y + block.shape[1]), (x, x + block.shape[2])))
+            dn = convert(block)
+            if keep is not None:
+                dn, filled = keep.composite(y, x, dn)
+                if mask_strips is not None:
+                    mask_strips.add(y, x, filled[None])
+            strips.add(y, x, dn)
 
         blender = StreamingBlender(grid, len(bands) + 1, emit)
         yield blender
-        if not blender.done:  # pragma: no cover - a bug, not a user error
+        if not (blender.done and strips.done):  # pragma: no cover - a bug, not a user error
             raise RuntimeError("tiling left pixels unwritten")
 
 
-def predict_scene(
-    optical: str | os.PathLike[str],
-    sar: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    model: str = "glf_cr",
-    checkpoint: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    tile_size: int | None = None,
-    overlap: int | None = None,
-    batch_size: int = 1,
-    amp: bool = False,
-    progress: Progress | None = None,
-    optical_name: str | None = None,
-    sar_name: str | None = None,
-) -> PredictResult:
-    """Remove clouds from a whole optical scene with the help of SAR.
+def fill_value(ds: Any, info: RasterInfo, zero_fill: bool = False) -> float:
+    """What NaN/nodata become before scaling: the file mean (GLF-CR's convention) or, for
+    cards with ``nan_fill: zero``, NaN (turned into 0 after scaling)."""
+    if zero_fill:
+        return float("nan")
+    if info.nodata is None and not info.dtype.startswith("float"):
+        return 0.0  # nothing can be missing
+    return file_mean(ds)
 
-    Args:
-        optical: cloudy optical GeoTIFF (S2 L1C: 13 bands, DN = reflectance × 10000).
-        sar: SAR GeoTIFF, σ0 in dB (VV, VH); resampled onto the optical grid if needed.
-        out: output GeoTIFF; written on exactly the optical grid, same dtype and nodata.
-        model: registry name; must match the checkpoint's model.
-        checkpoint: weights file; the model's bundled checkpoint when None.
-        device: ``auto``, ``cpu`` or ``cuda:N``.
-        tile_size, overlap: pixels; model card defaults when None. Rounded to the model's
-            size multiple (see :class:`TileGrid`).
-        batch_size: tiles per forward pass.
-        amp: mixed precision (CUDA only).
-        progress: receives tile counts, log lines, warnings; asked for cancellation.
-        optical_name, sar_name: labels for messages (QGIS layer names).
 
-    Raises:
-        InputError, CheckpointError: with messages naming the rasters; nothing is written.
-        Canceled: the caller canceled; the partial output is removed.
-    """
-    rec = _Recorder(progress or NullProgress())
-    t0 = time.time()
-    card = model_card(model)
-    opt_info = raster_info(optical, optical_name, role="optical")
-    sar_info = raster_info(sar, sar_name, role="SAR")
-    for info in (opt_info, sar_info):
-        if Path(out).resolve() == info.path.resolve():
-            raise InputError(f"output {out} is the input raster {info.describe()}: choose another file")
-    ckpt_path = Path(checkpoint) if checkpoint else default_checkpoint(card)
-    ckpt = load_checkpoint(ckpt_path, model=model)
-    if ckpt.model != model:
-        raise CheckpointError(f"checkpoint {ckpt_path} holds model {ckpt.model!r}, not {model!r}")
-    if card.temporal:
-        raise InputError(f"model {model} is multi-temporal: use predict_series (cloudrm:removecloudsmultitemporal)")
-    in_bands = select_optical_bands(opt_info, list(ckpt.bands["optical"]), model, ckpt_path.name)
-    _check_sar(sar_info, list(ckpt.bands["sar"]), model)
-    out_bands = list(card.output_bands) or list(ckpt.bands["optical"])
-    if batch_size < 1:
-        raise InputError(f"batch size must be ≥ 1, got {batch_size}")
-    dev = resolve_device(device)
-    tile_size = int(tile_size or card.defaults.get("tile_size", 256))
-    overlap = int(card.defaults.get("overlap", 32) if overlap is None else overlap)
-    try:
-        grid = TileGrid(opt_info.height, opt_info.width, tile_size, overlap, card.size_multiple)
-    except ValueError as exc:
-        raise InputError(f"tiling: {exc}") from exc
-    if grid.size != tile_size or grid.overlap != overlap:
+def readers_for(device: torch.device) -> int:
+    """Reader threads: one on the CPU (the model needs the cores), up to 4 feeding a GPU."""
+    if device.type != "cuda":
+        return 1
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+# ---- single date ------------------------------------------------------------------------------
+
+
+class _SceneSource:
+    """Reads one tile of optical and SAR (on the tile's grid), fills and normalises them."""
+
+    def __init__(self, run: _SceneRun) -> None:
+        self.run = run
+        self.opt = rasterio.open(run.opt.path)
+        self.sar = SarTiles(run.sar, run.opt, None, run.card.sar_resampling, resample=run.sar_resample)
+
+    def read(self, tile: Tile) -> TileData:
+        r = self.run
+        if r.keep is not None and not r.keep.needed(tile.y, tile.x, tile.h, tile.w):
+            return TileData(tile, skip=True)
+        o = read_padded(self.opt, tile.y, tile.x, r.size, bands=r.in_bands)
+        s = self.sar.read(tile.y, tile.x, r.size)
+        bad = invalid_mask(o, r.opt.nodata)
+        o = fill_invalid(o, bad, r.opt_fill)
+        s = fill_invalid(s, invalid_mask(s, r.sar.nodata), r.sar_fill)
+        o, s = apply_card(o, s, r.norm)
+        return TileData(tile, (o, s), ~bad)
+
+    def close(self) -> None:
+        self.opt.close()
+        self.sar.close()
+
+
+@dataclass
+class _SceneRun:
+    opt: RasterInfo
+    sar: RasterInfo
+    card: ModelCard
+    in_bands: list[int]
+    norm: Mapping[str, Any]
+    size: int
+    sar_resample: bool
+    opt_fill: float = 0.0
+    sar_fill: float = 0.0
+    keep: KeepClear | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def keep_clear_plan(req: RunRequest, opt: RasterInfo, same_bands: bool, rec: Recorder) -> bool:
+    """Whether keep-clear runs; says why not when it cannot."""
+    if not req.keep_clear:
+        return False
+    if not same_bands:
+        rec.info("keep-clear is off: the model returns other bands than it reads")
+        return False
+    if req.mask is None and opt.count != len(S2_BANDS):
         rec.info(
-            f"tile size {tile_size}/overlap {overlap} adjusted to {grid.size}/{grid.overlap} "
-            f"(model {model} needs multiples of {card.size_multiple})"
+            f"keep-clear is off: its cloud mask needs the {len(S2_BANDS)} Sentinel-2 L1C bands and optical raster "
+            f"{opt.describe()} has {opt.count}; give a mask raster (MASK / --mask) to keep clear pixels"
         )
-    norm = ckpt.normalisation
-    scale = float(norm["optical"]["scale"])
-    clip_hi = float(norm["optical"]["clip"][1])
+        return False
+    return True
 
-    with rasterio.open(opt_info.path) as opt_ds, SarTiles(sar_info, opt_info, rec, card.sar_resampling) as sar_tiles:
-        opt_fill = file_mean(opt_ds) if (opt_info.nodata is not None or opt_info.dtype.startswith("float")) else 0.0
-        with rasterio.open(sar_info.path) as raw_sar:
-            sar_fill = file_mean(raw_sar)
-        if sar_fill > 1.0:
-            rec.warning(f"SAR raster '{sar_info.name}' has mean {sar_fill:.2f}: expected σ0 in dB (negative values)")
-        model_net = build_model(ckpt).to(dev)
+
+@contextlib.contextmanager
+def keep_clear_for(
+    req: RunRequest, opt: RasterInfo, in_bands: list[int], active: bool, rec: Recorder, share: float
+) -> Iterator[tuple[KeepClear | None, Recorder | Span]]:
+    """(KeepClear or None, the progress for the prediction stage). Computing the mask takes the
+    first ``share`` of the progress bar; with a mask raster or without keep-clear, all of it."""
+    if not active:
+        if req.filled_mask:  # no keep-clear: every valid pixel is the model's
+            with KeepClear(opt, None, in_bands, 0, 0, rec) as everything:
+                yield everything, rec
+        else:
+            yield None, rec
+        return
+    span_mask = Span(rec, 0.0, share) if req.mask is None else None
+    with mask_for(opt, req.mask, req.mask_method, span_mask or rec, None) as mask_info:
+        buffer_px = buffer_pixels(opt, req.mask_buffer_m)
         rec.info(
-            f"{model} on {describe_device(dev)}: {grid.describe()}, batch {batch_size}; "
-            f"checkpoint {ckpt_path.name} ({ckpt.trained_on[:80]}{'…' if len(ckpt.trained_on) > 80 else ''})"
+            f"keep-clear: {describe(req.mask, req.mask_method, req.mask_buffer_m, req.feather_px)} "
+            f"({buffer_px} px on this grid)"
+        )
+        with KeepClear(opt, mask_info, in_bands, buffer_px, req.feather_px, rec) as keep:
+            yield keep, (Span(rec, share, 1.0) if span_mask is not None else rec)
+
+
+def run_scene(req: RunRequest, progress: Progress) -> RunResult:
+    """Run a single-date request (see :func:`engine.api.run`)."""
+    from ..api import RunResult
+
+    rec = Recorder(progress)
+    t0 = time.time()
+    card = model_card(req.model)
+    if card.temporal:
+        raise InputError(
+            f"model {req.model} is multi-temporal: give a series (predict-series / cloudrm:removecloudsmultitemporal)"
+        )
+    opt = raster_info(req.optical[0], (req.optical_names or [None])[0], role="optical")
+    sar = raster_info(req.sar[0], (req.sar_names or [None])[0], role="SAR")
+    mask = raster_info(req.mask, role="mask") if req.mask else None
+    for target in (req.output, req.filled_mask):
+        if target:
+            check_not_an_input(target, [opt, sar, mask])
+    ckpt_path, ckpt = load_model_checkpoint(req.model, req.checkpoint)
+    in_bands = select_optical_bands(opt, list(ckpt.bands["optical"]), req.model, ckpt_path.name)
+    check_sar(sar, list(ckpt.bands["sar"]), req.model)
+    out_bands = list(card.output_bands) or list(ckpt.bands["optical"])
+    dev = resolve_device(req.device)
+    grid = make_grid(opt.height, opt.width, req, card.defaults, card.size_multiple, rec, f"model {req.model}")
+    norm = ckpt.normalisation
+    scale, clip_hi = float(norm["optical"]["scale"]), float(norm["optical"]["clip"][1])
+    precision = choose_precision(req.precision, dev, card, rec)
+    keep_on = keep_clear_plan(req, opt, out_bands == list(ckpt.bands["optical"]), rec)
+    sar_resample = check_alignment(sar, opt, rec, card.sar_resampling)
+    run = _SceneRun(opt, sar, card, in_bands, norm, grid.size, sar_resample)
+    with rasterio.open(opt.path) as ds:
+        run.opt_fill = fill_value(ds, opt)
+    with rasterio.open(sar.path) as ds:
+        run.sar_fill = file_mean(ds)
+    if run.sar_fill > 1.0:
+        rec.warning(f"SAR raster '{sar.name}' has mean {run.sar_fill:.2f}: expected σ0 in dB (negative values)")
+    with keep_clear_for(req, opt, in_bands, keep_on, rec, share=0.15) as (keep, stage):
+        run.keep = keep
+        net = build_model(ckpt).to(dev)
+        forward = model_forward(net, dev, precision)
+        example = (np.zeros((len(in_bands), grid.size, grid.size), np.float32),
+                   np.zeros((sar.count, grid.size, grid.size), np.float32))
+        batch = req.batch_size or auto_batch_size(forward, example, dev, len(grid), rec)
+        rec.info(
+            f"{req.model} on {describe_device(dev)}, {precision}, batch {batch}; checkpoint {ckpt_path.name} "
+            f"({ckpt.trained_on[:80]}{'…' if len(ckpt.trained_on) > 80 else ''})"
         )
         tags = {
-            "CLOUDRM_MODEL": model,
+            "CLOUDRM_MODEL": req.model,
             "CLOUDRM_CHECKPOINT": ckpt_path.name,
             "CLOUDRM_TRAINED_ON": ckpt.trained_on,
-            "CLOUDRM_OPTICAL": opt_info.path.name,
-            "CLOUDRM_SAR": sar_info.path.name,
+            "CLOUDRM_OPTICAL": opt.path.name,
+            "CLOUDRM_SAR": sar.path.name,
         }
-        with blended_geotiff(out, opt_info, grid, out_bands, tags, scale, clip_hi) as blender:
-            tiles = list(grid)
-            done = 0
-            rec.update(0, len(tiles))
-            for start in range(0, len(tiles), batch_size):
-                if rec.is_canceled():
-                    raise Canceled("canceled; no output written")
-                batch = tiles[start : start + batch_size]
-                opts, sars, valids = [], [], []
-                for t in batch:
-                    o = read_padded(opt_ds, t.y, t.x, grid.size, bands=in_bands)
-                    s = sar_tiles.read(t.y, t.x, grid.size)
-                    bad = invalid_mask(o, opt_info.nodata)
-                    o = fill_invalid(o, bad, opt_fill)
-                    s = fill_invalid(s, invalid_mask(s, sar_info.nodata), sar_fill)
-                    o, s = apply_card(o, s, norm)
-                    opts.append(o)
-                    sars.append(s)
-                    valids.append((~bad).astype(np.float32)[None])
-                with torch.inference_mode(), autocast(dev, amp):
-                    pred = model_net(
-                        torch.from_numpy(np.stack(opts)).to(dev), torch.from_numpy(np.stack(sars)).to(dev)
-                    )
-                pred_np = pred.float().cpu().numpy()
-                for t, p, v in zip(batch, pred_np, valids, strict=True):
-                    blender.add(t, np.concatenate([p, v]), grid.weight(t))
-                done += len(batch)
-                rec.update(done, len(tiles))
-    return PredictResult(
-        output=Path(out),
-        model=model,
+        if keep_on:
+            tags["CLOUDRM_KEEP_CLEAR"] = describe(req.mask, req.mask_method, req.mask_buffer_m, req.feather_px)
+        stats = _predict(grid, lambda: _SceneSource(run), forward, dev, batch, stage, net, req, opt, out_bands,
+                         tags, scale, clip_hi, keep)
+    return _result(RunResult, req, ckpt_path, dev, grid, stats, precision, keep, rec, t0, opt.path)
+
+
+def _predict(
+    grid: TileGrid,
+    source: Callable[[], Any],
+    forward: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
+    dev: torch.device,
+    batch: int,
+    stage: Progress,
+    net: torch.nn.Module,
+    req: RunRequest,
+    like: RasterInfo,
+    out_bands: Sequence[str | None],
+    tags: Mapping[str, str],
+    scale: float,
+    clip_hi: float,
+    keep: KeepClear | None,
+) -> PipelineStats:
+    """The pipeline into the output GeoTIFF (and filled-pixels mask), with stage progress on the CPU."""
+    hooks = StageProgress(net, stage, len(grid)) if dev.type == "cpu" else None
+    try:
+        with blended_geotiff(req.output, like, grid, out_bands, tags, scale, clip_hi, keep,
+                             req.filled_mask if keep is not None else None) as blender:
+            return run_pipeline(grid, source, forward, blender, dev, batch, stage, readers_for(dev), hooks)
+    finally:
+        if hooks is not None:
+            hooks.remove()
+
+
+def _result(
+    cls: type[RunResult],
+    req: RunRequest,
+    ckpt_path: Path | None,
+    dev: torch.device | str,
+    grid: TileGrid,
+    stats: PipelineStats,
+    precision: str,
+    keep: KeepClear | None,
+    rec: Recorder,
+    t0: float,
+    target: Path,
+    **extra: Any,
+) -> RunResult:
+    if stats.skipped:
+        rec.info(f"{stats.skipped} of {stats.tiles} tiles skipped: keep-clear keeps all their pixels")
+    masked = keep is not None and keep.mask is not None
+    if keep is not None and keep.mask is not None:
+        rec.info(
+            f"keep clear pixels: {keep.cloudy} of {keep.valid} valid pixels masked "
+            f"({100 * keep.cloudy / max(keep.valid, 1):.1f} %), {keep.filled} filled by the model"
+        )
+    return cls(
+        output=Path(req.output),
+        model=req.model,
         checkpoint=ckpt_path,
-        device=describe_device(dev),
+        device=describe_device(dev) if isinstance(dev, torch.device) else dev,
         tiles=len(grid),
         tile_size=grid.size,
         overlap=grid.overlap,
+        batch_size=stats.batch_size,
+        precision=precision,
         seconds=time.time() - t0,
+        skipped_tiles=stats.skipped,
+        filled_mask=Path(req.filled_mask) if req.filled_mask and keep is not None else None,
+        cloudy_fraction=keep.cloudy / max(keep.valid, 1) if keep is not None and masked else None,
+        filled_fraction=keep.filled / max(keep.valid, 1) if keep is not None else None,
+        target=target,
         warnings=rec.warnings,
+        infos=rec.infos,
+        **extra,
     )

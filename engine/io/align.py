@@ -92,7 +92,9 @@ def check_grid(
         f"{onto.resolution[0]:g}×{onto.resolution[1]:g}); {action}"
     )
     if frac < 0.999:
-        progress.warning(f"{role} raster '{src.name}' covers only {100 * frac:.1f}% of {onto_label} '{onto.name}'; {uncovered}")
+        progress.warning(
+            f"{role} raster '{src.name}' covers only {100 * frac:.1f}% of {onto_label} '{onto.name}'; {uncovered}"
+        )
     return True
 
 
@@ -153,9 +155,22 @@ class SarTiles:
     MARGIN = 3
     """Extra SAR pixels read around a tile: the bilinear kernel and rounding need them."""
 
-    def __init__(self, sar: RasterInfo, optical: RasterInfo, progress: Progress, resampling: str = "bilinear"):
+    def __init__(
+        self,
+        sar: RasterInfo,
+        optical: RasterInfo,
+        progress: Progress | None,
+        resampling: str = "bilinear",
+        resample: bool | None = None,
+    ):
+        """``resample``: the result of :func:`check_alignment` when the caller already has it
+        (one reader per thread checks and warns once); ``progress`` is then unused."""
         self.sar, self.optical, self.resampling = sar, optical, resampling
-        self.resample = check_alignment(sar, optical, progress, resampling)
+        if resample is None:
+            if progress is None:
+                raise ValueError("SarTiles needs a progress to warn on, or resample=")
+            resample = check_alignment(sar, optical, progress, resampling)
+        self.resample = resample
         self.ds = rasterio.open(sar.path)
 
     def __enter__(self) -> SarTiles:
@@ -203,5 +218,4 @@ class SarTiles:
             )
         if h == size and w == size:
             return out
-        mode = "reflect" if min(h, w) > 1 else "edge"
-        return np.pad(out, ((0, 0), (0, size - h), (0, size - w)), mode=mode)
+        return np.pad(out, ((0, 0), (0, size - h), (0, size - w)), mode="reflect" if min(h, w) > 1 else "edge")

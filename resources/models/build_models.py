@@ -3,9 +3,11 @@
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python resources/models/build_models.py
 
-cloudmask_then_remove_clouds.model3: cloudrm:cloudmask (for inspection) on the optical image,
-then cloudrm:removeclouds (GLF-CR, bundled demo checkpoint unless one is given) on the same
-image with the SAR image; both results are model outputs. Open it in the Graphical Modeler
+cloudmask_then_remove_clouds.model3: cloudrm:cloudmask (clouds and shadows) on the optical
+image, then cloudrm:removeclouds (GLF-CR, bundled demo checkpoint unless one is given) on the
+same image with the SAR image, keeping every pixel outside that mask (its MASK input is the
+first step's output, so the mask can be inspected, or edited and fed in by hand); both results
+are model outputs. Open it in the Graphical Modeler
 (Processing ▸ Graphical Modeler ▸ Open Model) or run it with
 ``qgis_process run resources/models/cloudmask_then_remove_clouds.model3 -- optical=… sar=…``.
 """
@@ -81,13 +83,16 @@ def build(path: Path) -> Path:
         "MODEL": Source.fromStaticValue("glf_cr"),
         "CHECKPOINT": Source.fromModelParameter("checkpoint"),
         "DEVICE": Source.fromStaticValue("auto"),
+        "KEEP_CLEAR": Source.fromStaticValue(True),
+        "MASK": Source.fromChildOutput("cloudmask", "OUTPUT"),
     }, ("cloudfree", "Cloud-free image"), 300)
-    remove.setDependencies([QgsProcessingModelChildDependency("cloudmask")])  # mask first, for inspection
+    remove.setDependencies([QgsProcessingModelChildDependency("cloudmask")])
     m.addChildAlgorithm(mask)
     m.addChildAlgorithm(remove)
     m.setHelpContent({
-        "ALG_DESC": "Runs cloudrm's cloud mask on the optical image (to inspect where the clouds are), then "
-                    "removes the clouds with GLF-CR and the SAR image. Outputs both rasters on the optical grid.",
+        "ALG_DESC": "Runs cloudrm's cloud and shadow mask on the optical image, then removes the clouds with "
+                    "GLF-CR and the SAR image, keeping the input wherever that mask is clear (grown by the "
+                    "mask buffer). Outputs both rasters on the optical grid.",
         "ALG_CREATOR": "cloudrm",
     })
     if not m.toFile(str(path)):

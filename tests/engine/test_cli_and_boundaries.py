@@ -31,10 +31,12 @@ def test_predict_writes_on_the_optical_grid(tmp_path, identity_checkpoint):
     opt, sar = crop_sample(tmp_path, 0, 0, 48)
     out = tmp_path / "o.tif"
     r = run("predict", "--optical", opt, "--sar", sar, "--model", "glf_cr", "--checkpoint",
-            identity_checkpoint, "--device", "cpu", "--tile-size", "32", "--overlap", "16", "--out", out)
+            identity_checkpoint, "--device", "cpu", "--tile-size", "32", "--overlap", "16", "--out", out,
+            "--no-keep-clear")
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stdout and "4 tiles" in r.stdout
-    assert "4/4" in r.stderr  # tqdm progress bar
+    assert "4/4" in r.stderr  # tqdm progress bar, in tiles
+    assert "tiles: 32 px, overlap 16 px (requested)" in r.stderr
     with rasterio.open(opt) as a, rasterio.open(out) as b:
         assert (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
 
@@ -44,8 +46,8 @@ def test_errors_exit_2_with_a_message(tmp_path):
     assert r.returncode == 2
     assert "error: optical raster 'a.tif': file not found" in r.stderr
     r = run("predict", "--optical", "x", "--sar", "y", "--model", "nonexistent", "--out", "z")
-    assert r.returncode == 2 and "unknown model 'nonexistent'; known models: " in r.stderr
-    assert "glf_cr" in r.stderr.split("known models:")[1]
+    assert r.returncode == 2 and "argument --model: invalid choice: 'nonexistent'" in r.stderr
+    assert "'glf_cr'" in r.stderr.split("choose from")[1]
 
 
 def test_engine_never_imports_qgis():

@@ -7,7 +7,7 @@ from rasterio.transform import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from cloudrm_engine.errors import Canceled, CheckpointError, InputError
-from cloudrm_engine.inference.predictor import predict_scene
+from cloudrm_engine.api import predict_scene
 from tests.conftest import RecordingProgress, crop_sample, write_geotiff
 
 

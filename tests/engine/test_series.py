@@ -136,7 +136,7 @@ def test_real_crops_and_cancel_leave_no_output(tmp_path):
     out = tmp_path / "cancel.tif"
     prog = RecordingProgress(cancel_after=1)
     with pytest.raises(Canceled):
-        predict_series(series, None, out, method="least_cloudy", tile_size=32, overlap=0, progress=prog)
+        predict_series(series, None, out, method="least_cloudy", tile_size=48, overlap=16, progress=prog)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".cancel")]
     assert prog.updates == [(0, 4), (1, 4)]
     with pytest.raises(InputError, match=r"is the input raster 'S2_20200103.tif'"):
@@ -203,7 +203,7 @@ def test_cli_predict_series(tmp_path, capsys):
     assert main(["predict-series", "--optical", str(b), str(a), "--method", "mosaicing", "--reducer", "mean",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "(mosaicing, target S2_20230111.tif, dates 2023-01-01, 2023-01-11, 1 tiles of 32 px" in printed
+    assert "(target S2_20230111.tif, dates 2023-01-01, 2023-01-11; mosaicing, 1 tiles of 32 px" in printed
     with rasterio.open(out) as ds:
         assert (ds.read() == 600).all()
     assert main(["predict-series", "--optical", str(a), str(b), "--dates", "2023-01-01", "--out", str(out)]) == 2

@@ -9,7 +9,7 @@ softened by the cos² blending. Measured values are in the README and the issue 
 import numpy as np
 import rasterio
 
-from cloudrm_engine.inference.predictor import predict_scene
+from cloudrm_engine.api import predict_scene
 from tests.conftest import DEMO_CKPT, crop_sample
 
 EDGE = 8  # px excluded at the scene border ("away from scene edges")

@@ -9,7 +9,7 @@ from qgis.core import QgsApplication, QgsProcessingException, QgsRasterLayer
 
 from tests.conftest import S2_SAMPLE, RecordingProgress, crop_sample, write_geotiff
 
-PARAMS = ["INPUT", "METHOD", "RESOLUTION", "OUTPUT"]
+PARAMS = ["INPUT", "METHOD", "SHADOWS", "RESOLUTION", "OUTPUT"]
 
 
 def _crop(tmp_path, size=64, y=96, x=0):  # clouds, shadows and clear ground
@@ -19,11 +19,13 @@ def _crop(tmp_path, size=64, y=96, x=0):  # clouds, shadows and clear ground
 # --- engine -------------------------------------------------------------------------------
 
 
-def test_engine_methods_match_the_algorithm():
+def test_engine_methods_match_the_algorithm(provider):
+    from cloudrm_engine.api import MASK_METHODS
     from cloudrm_engine.masks import METHODS
-    from cloudrm_plugin.algorithms.cloudmask import METHODS as ALG_METHODS
 
-    assert ALG_METHODS == METHODS == ("s2cloudless", "cafr_rule")
+    alg = QgsApplication.processingRegistry().algorithmById("cloudrm:cloudmask")
+    options = alg.parameterDefinition("METHOD").options()
+    assert options == list(METHODS) == list(MASK_METHODS) == ["s2cloudless", "cafr_rule"]
 
 
 def test_s2cloudless_disk_sizes_follow_the_package_recommendations():
@@ -52,7 +54,7 @@ def test_mask_does_not_depend_on_the_block_size(tmp_path, method):
     np.testing.assert_array_equal(ma, mb)
     assert whole.cloud_fraction == tiled.cloud_fraction
     assert 0.05 < whole.cloud_fraction < 0.95  # the crop is partly cloudy
-    assert set(np.unique(ma)) <= ({0, 1} if method == "s2cloudless" else {0, 1, 2})
+    assert set(np.unique(ma)) == {0, 1, 2}  # both methods mark shadows (the rule's test)
 
 
 def test_s2cloudless_equals_the_package_on_one_block(tmp_path):
@@ -61,12 +63,16 @@ def test_s2cloudless_equals_the_package_on_one_block(tmp_path):
     from cloudrm_engine.masks import cloud_mask_scene
 
     src = _crop(tmp_path, 64)
-    cloud_mask_scene(src, tmp_path / "m.tif", "s2cloudless")
-    with rasterio.open(src) as s, rasterio.open(tmp_path / "m.tif") as m:
+    cloud_mask_scene(src, tmp_path / "m.tif", "s2cloudless", shadows=False)
+    cloud_mask_scene(src, tmp_path / "ms.tif", "s2cloudless")
+    with rasterio.open(src) as s, rasterio.open(tmp_path / "m.tif") as m, rasterio.open(tmp_path / "ms.tif") as ms:
         data = (s.read().astype(np.float32) / 10000).transpose(1, 2, 0)[None]
-        ours = m.read(1)
-    ref = S2PixelCloudDetector(threshold=0.4, all_bands=True, average_over=22, dilation_size=11).get_cloud_masks(data)[0]
+        ours, with_shadow = m.read(1), ms.read(1)
+    detector = S2PixelCloudDetector(threshold=0.4, all_bands=True, average_over=22, dilation_size=11)
+    ref = detector.get_cloud_masks(data)[0]
     np.testing.assert_array_equal(ours, ref)
+    np.testing.assert_array_equal(with_shadow == 1, ref == 1)  # shadows only where there is no cloud
+    assert (with_shadow == 2).sum() > 0
 
 
 def test_s2cloudless_at_60_m_classifies_6x6_means(tmp_path):
@@ -76,8 +82,9 @@ def test_s2cloudless_at_60_m_classifies_6x6_means(tmp_path):
 
     src = _crop(tmp_path, 96)
     prog = RecordingProgress()
-    cloud_mask_scene(src, tmp_path / "m60.tif", "s2cloudless", resolution=60, progress=prog)
-    cloud_mask_scene(src, tmp_path / "m60_tiled.tif", "s2cloudless", resolution=60, block_size=40)  # → 36 px
+    cloud_mask_scene(src, tmp_path / "m60.tif", "s2cloudless", resolution=60, progress=prog, shadows=False)
+    cloud_mask_scene(src, tmp_path / "m60_tiled.tif", "s2cloudless", resolution=60, block_size=40,  # → 36 px
+                     shadows=False)
     assert any("pixel 60 m (6×6 means) → average over 4 px, dilation 2 px" in m for m in prog.infos)
     with rasterio.open(src) as s, rasterio.open(tmp_path / "m60.tif") as m, rasterio.open(tmp_path / "m60_tiled.tif") as t:
         dn = s.read().astype(np.float64)
@@ -203,6 +210,7 @@ def test_algorithm_registers_with_its_parameters(provider):
     assert method.defaultValue() == "s2cloudless"
     res = params["RESOLUTION"]
     assert res.defaultValue() == 0 and res.flags() & res.FlagAdvanced
+    assert params["SHADOWS"].defaultValue() is True
     assert all(p.help() for p in params.values())
     assert "255 where" in alg.shortHelpString()
 
@@ -228,11 +236,13 @@ def test_resolution_parameter_reaches_s2cloudless(provider, tmp_path, feedback):
 
     src = _crop(tmp_path, 64)
     out = tmp_path / "mask60.tif"
-    processing.run("cloudrm:cloudmask", {"INPUT": str(src), "RESOLUTION": 60, "OUTPUT": str(out)}, feedback=feedback)
+    processing.run("cloudrm:cloudmask", {"INPUT": str(src), "RESOLUTION": 60, "SHADOWS": False, "OUTPUT": str(out)},
+                   feedback=feedback)
     assert any("pixel 60 m (6×6 means)" in m for m in feedback.infos)
     with rasterio.open(out) as m:
         mask = m.read(1)
-    assert (mask[:60].reshape(10, 6, 64)[:, :, :60].reshape(10, 6, 10, 6) == mask[:60:6, :60:6][:, None, :, None]).all()
+    blocks = mask[:60].reshape(10, 6, 64)[:, :, :60].reshape(10, 6, 10, 6)
+    assert (blocks == mask[:60:6, :60:6][:, None, :, None]).all()  # clouds come in 6×6 blocks
 
 
 def test_processing_rejects_a_three_band_image(provider, tmp_path, feedback):

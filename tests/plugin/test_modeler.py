@@ -29,12 +29,22 @@ def test_model_file_loads_with_its_inputs_children_and_outputs(provider):
 
 
 def _check_outputs(opt, mask, free, method):
+    from cloudrm_engine.inference.composite import grow
+
     with rasterio.open(opt) as a, rasterio.open(mask) as m, rasterio.open(free) as f:
         grid = (a.crs, a.transform, a.width, a.height)
         assert (m.crs, m.transform, m.width, m.height) == grid == (f.crs, f.transform, f.width, f.height)
-        assert set(np.unique(m.read(1))) == ({0, 1, 2} if method == "cafr_rule" else {0, 1})
+        masked = m.read(1)
+        assert set(np.unique(masked)) == {0, 1, 2}  # clear, cloud, shadow
         assert m.tags()["CLOUDRM_MASK_METHOD"] == method
         assert f.count == 13 and f.dtypes[0] == "uint16" and f.tags()["CLOUDRM_MODEL"] == "glf_cr"
+        assert f.tags()["CLOUDRM_KEEP_CLEAR"] == "mask=raster mask.tif, buffer_m=60, feather_px=8"
+        x, y = a.read(), f.read()
+    # the second step used the first step's mask: outside it (grown by 60 m = 6 px) the input is kept
+    clear = ~grow(masked > 0, 6)
+    assert clear.any() and (~clear).any()
+    np.testing.assert_array_equal(y[:, clear], x[:, clear])
+    assert (y[:, ~clear] != x[:, ~clear]).any()
 
 
 def test_model_runs_in_process(provider, tmp_path, feedback):

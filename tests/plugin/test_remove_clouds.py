@@ -8,8 +8,8 @@ from rasterio.transform import Affine
 
 from tests.conftest import crop_sample, write_geotiff
 
-PARAMS = ["OPTICAL", "SAR", "MODEL", "CHECKPOINT", "DEVICE", "TILE_SIZE", "OVERLAP",
-          "BATCH_SIZE", "MIXED_PRECISION", "OUTPUT"]
+PARAMS = ["OPTICAL", "SAR", "MODEL", "CHECKPOINT", "DEVICE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "PRECISION",
+          "KEEP_CLEAR", "MASK_METHOD", "MASK_BUFFER", "MASK", "FILLED_MASK", "OUTPUT"]
 
 
 def test_provider_and_algorithm_register(provider):
@@ -23,7 +23,10 @@ def test_provider_and_algorithm_register(provider):
     assert model.usesStaticStrings() and "glf_cr" in model.options() and model.defaultValue() == "glf_cr"
     assert params["CHECKPOINT"].flags() & params["CHECKPOINT"].FlagOptional
     assert params["DEVICE"].defaultValue() == "auto"
-    assert (params["TILE_SIZE"].defaultValue(), params["OVERLAP"].defaultValue()) == (256, 32)
+    assert (params["TILE_SIZE"].defaultValue(), params["OVERLAP"].defaultValue()) == (0, 0)  # the model's
+    assert params["KEEP_CLEAR"].defaultValue() is True and params["MASK_BUFFER"].defaultValue() == 60
+    assert params["MASK_METHOD"].options() == ["s2cloudless", "cafr_rule"]
+    assert params["PRECISION"].options() == ["auto", "fp32", "bf16", "fp16"]
     for name in PARAMS[2:-1]:  # everything but the inputs and the output has a default or is optional
         p = params[name]
         assert p.defaultValue() is not None or p.flags() & p.FlagOptional, name

@@ -20,7 +20,8 @@ from qgis.core import QgsApplication, QgsProcessingException
 from tests.conftest import crop_sample, make_checkpoint, write_geotiff
 from tests.plugin.conftest import QGIS_PROCESS, qgis_env
 
-PARAMS = ["OPTICAL_SERIES", "SAR_SERIES", "METHOD", "CHECKPOINT", "DEVICE", "TILE_SIZE", "OVERLAP", "DATES", "OUTPUT"]
+PARAMS = ["OPTICAL_SERIES", "SAR_SERIES", "METHOD", "DATES", "CHECKPOINT", "DEVICE", "TILE_SIZE", "OVERLAP",
+          "BATCH_SIZE", "PRECISION", "KEEP_CLEAR", "MASK_METHOD", "MASK_BUFFER", "MASK", "FILLED_MASK", "OUTPUT"]
 DATES = ["2023-01-01", "2023-01-11", "2023-01-21"]
 
 CLEAR = (slice(0, 3), slice(0, 48))  # clear everywhere → target (least_cloudy), t1 (median)
@@ -79,7 +80,8 @@ def test_algorithm_registers(provider):
     assert params["SAR_SERIES"].flags() & params["SAR_SERIES"].FlagOptional
     assert not params["OPTICAL_SERIES"].flags() & params["OPTICAL_SERIES"].FlagOptional
     assert params["DATES"].flags() & params["DATES"].FlagAdvanced
-    assert (params["TILE_SIZE"].defaultValue(), params["OVERLAP"].defaultValue()) == (256, 32)
+    assert (params["TILE_SIZE"].defaultValue(), params["OVERLAP"].defaultValue()) == (0, 0)  # the method's
+    assert params["KEEP_CLEAR"].defaultValue() is True
     assert all(p.help() for p in params.values())
 
 
@@ -92,7 +94,7 @@ def test_processing_run_with_explicit_dates(provider, tmp_path, feedback):
     res = processing.run(
         "cloudrm:removecloudsmultitemporal",
         {"OPTICAL_SERIES": [str(p) for p in opts[::-1]], "METHOD": "mosaicing",
-         "DATES": ", ".join(DATES[::-1]), "TILE_SIZE": 32, "OVERLAP": 8, "OUTPUT": str(out)},
+         "DATES": ", ".join(DATES[::-1]), "TILE_SIZE": 32, "OVERLAP": 8, "KEEP_CLEAR": False, "OUTPUT": str(out)},
         feedback=feedback,
     )
     assert res["OUTPUT"] == str(out)
@@ -127,7 +129,7 @@ def test_qgis_process_least_cloudy_on_a_real_series(qgis_profile, tmp_path):
     args = [f"OPTICAL_SERIES={opts[k]}" for k in order] + [f"SAR_SERIES={sars[k]}" for k in order]
     r = subprocess.run(
         [QGIS_PROCESS, "run", "cloudrm:removecloudsmultitemporal", "--", *args, "METHOD=least_cloudy",
-         "TILE_SIZE=32", "OVERLAP=8", f"OUTPUT={out}"],
+         "TILE_SIZE=32", "OVERLAP=8", "KEEP_CLEAR=false", f"OUTPUT={out}"],
         env=qgis_env(qgis_profile), capture_output=True, text=True, timeout=600,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -164,7 +166,7 @@ def test_processing_run_ca_mtcr_untrained(provider, tmp_path, feedback):
     processing.run(
         "cloudrm:removecloudsmultitemporal",
         {"OPTICAL_SERIES": [str(p) for p in opts], "SAR_SERIES": [str(p) for p in sars], "METHOD": "ca_mtcr",
-         "CHECKPOINT": str(ckpt), "DEVICE": "cpu", "TILE_SIZE": 32, "OVERLAP": 0, "OUTPUT": str(out)},
+         "CHECKPOINT": str(ckpt), "DEVICE": "cpu", "TILE_SIZE": 32, "OUTPUT": str(out)},
         feedback=feedback,
     )
     with rasterio.open(opts[2]) as t, rasterio.open(out) as o:
@@ -198,7 +200,9 @@ def test_runs_as_a_step_of_a_graphical_model(provider, tmp_path):
     child.setChildId("mt")
     child.addParameterSources("OPTICAL_SERIES", [QgsProcessingModelChildParameterSource.fromModelParameter("series")])
     # the modeler's dialog fills every mandatory parameter with its default; do the same
-    for key, value in (("METHOD", "least_cloudy"), ("DEVICE", "auto"), ("TILE_SIZE", 32), ("OVERLAP", 16)):
+    for key, value in (("METHOD", "least_cloudy"), ("DEVICE", "auto"), ("TILE_SIZE", 32), ("OVERLAP", 16),
+                       ("BATCH_SIZE", 0), ("PRECISION", "auto"), ("KEEP_CLEAR", False),
+                       ("MASK_METHOD", "s2cloudless"), ("MASK_BUFFER", 60)):
         child.addParameterSources(key, [QgsProcessingModelChildParameterSource.fromStaticValue(value)])
     output = QgsProcessingModelOutput("cloudfree")
     output.setChildId("mt")

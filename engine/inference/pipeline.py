@@ -1,0 +1,375 @@
+"""The tile pipeline every model and method shares: read → model → blend → write, overlapped.
+
+The GPU (or the CPU's math threads) should never wait for the disk, so the three stages run
+concurrently:
+
+- **readers**: a thread pool reads, normalises and (for SAR on another grid) warps the tiles
+  ahead of the model, each thread with its own dataset handles (GDAL handles are not
+  thread-safe; GDAL releases the GIL while decoding, so reads really run in parallel);
+- **the model**: batches on the device, in the calling thread; it reports progress from
+  forward hooks on the model's blocks and is asked for cancellation between blocks on the
+  CPU, where one tile can take many seconds;
+- **the writer**: one thread blends the overlapping tiles (:class:`StreamingBlender`),
+  converts to the output's DN, applies keep-clear and writes whole block rows
+  (:class:`StripWriter`) so the GeoTIFF driver compresses and frees them as they complete
+  instead of all at once when the file closes.
+
+A CUDA out-of-memory error halves the batch and retries it (down to one tile); nothing that
+was finished is lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import Canceled, InputError
+from ..progress import Progress
+from .tiling import StreamingBlender, Tile, TileGrid
+
+
+@dataclass
+class TileData:
+    """One tile read for the model.
+
+    ``inputs`` are the model's inputs for this tile (float32 arrays without the batch axis,
+    e.g. optical (C, S, S) and SAR (2, S, S), already normalised); ``valid`` (S, S) bool marks
+    pixels that have data. ``skip``: keep-clear keeps every pixel of this tile, so the model
+    is not run on it (``inputs`` is empty then).
+    """
+
+    tile: Tile
+    inputs: tuple[np.ndarray, ...] = ()
+    valid: np.ndarray | None = None
+    skip: bool = False
+
+
+class TileSource(Protocol):
+    """Reads tiles; one instance per reader thread."""
+
+    def read(self, tile: Tile) -> TileData: ...
+
+    def close(self) -> None: ...
+
+
+Forward = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
+"""Batched model call: inputs (B, …) on the device → prediction (B, C, S, S) in [0, 1]."""
+
+
+class _PerThread:
+    """A :class:`TileSource` per reader thread, created on first use, all closed at the end."""
+
+    def __init__(self, factory: Callable[[], TileSource]) -> None:
+        self.factory = factory
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.created: list[TileSource] = []
+
+    def read(self, tile: Tile) -> TileData:
+        src = getattr(self.local, "source", None)
+        if src is None:
+            src = self.factory()
+            self.local.source = src
+            with self.lock:
+                self.created.append(src)
+        return src.read(tile)
+
+    def close(self) -> None:
+        with self.lock:
+            for src in self.created:
+                src.close()
+            self.created.clear()
+
+
+class StageProgress:
+    """Forward hooks on a model's blocks: progress inside a batch, and cancel between blocks.
+
+    The first forward pass counts how many block calls a pass makes; later passes report
+    ``done + calls / per_pass × batch`` tiles. Checks are throttled (every ``every`` s), so
+    the hooks cost microseconds per block.
+    """
+
+    def __init__(self, model: torch.nn.Module, progress: Progress, total: int, every: float = 0.2) -> None:
+        self.progress, self.total, self.every = progress, total, every
+        self.calls = 0
+        self.per_pass = sum(1 for _ in self._blocks(model)) or 1
+        self.counted = False
+        self.done = 0.0
+        self.batch = 0
+        self.last = time.monotonic()
+        self.handles = [m.register_forward_hook(self._hook) for m in self._blocks(model)]
+
+    @staticmethod
+    def _blocks(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """Modules with parameters directly: convs, norms, attention projections, …"""
+        for m in model.modules():
+            if any(True for _ in m.parameters(recurse=False)):
+                yield m
+
+    def start(self, done: float, batch: int) -> None:
+        self.done, self.batch, self.calls = done, batch, 0
+
+    def finish(self) -> None:
+        if not self.counted and self.calls:
+            self.per_pass, self.counted = self.calls, True
+
+    def _hook(self, *_: Any) -> None:
+        self.calls += 1
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        if self.progress.is_canceled():
+            raise Canceled("canceled; no output written")
+        frac = min(self.calls / self.per_pass, 0.999)
+        self.progress.update(self.done + frac * self.batch, self.total)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class StripWriter:
+    """Collects emitted rectangles into full-width strips of ``rows`` rows and writes each strip
+    once it is complete, so every GeoTIFF block is written whole, exactly once.
+
+    ``write(y0, y1, array)`` receives (C, y1 − y0, width) arrays.
+    """
+
+    def __init__(self, height: int, width: int, rows: int, write: Callable[[int, int, np.ndarray], None]) -> None:
+        self.height, self.width, self.rows, self.write = height, width, rows, write
+        self.strips: dict[int, tuple[np.ndarray, int]] = {}
+
+    def add(self, y: int, x: int, block: np.ndarray) -> None:
+        """Place (C, h, w) ``block`` at (y, x); writes every strip it completes."""
+        h = block.shape[1]
+        row = y
+        while row < y + h:
+            k = row // self.rows
+            s0, s1 = k * self.rows, min((k + 1) * self.rows, self.height)
+            r1 = min(y + h, s1)
+            if k in self.strips:
+                buf, filled = self.strips[k]
+            else:
+                buf, filled = np.empty((block.shape[0], s1 - s0, self.width), dtype=block.dtype), 0
+            part = block[:, row - y : r1 - y]
+            buf[:, row - s0 : r1 - s0, x : x + part.shape[2]] = part
+            filled += part.shape[1] * part.shape[2]
+            if filled == (s1 - s0) * self.width:
+                self.strips.pop(k, None)
+                self.write(s0, s1, buf)
+            else:
+                self.strips[k] = (buf, filled)
+            row = r1
+
+    @property
+    def pending_bytes(self) -> int:
+        return sum(b.nbytes for b, _ in self.strips.values())
+
+    @property
+    def done(self) -> bool:
+        return not self.strips
+
+
+class _Writer(threading.Thread):
+    """Blends and writes in the background; the first error is kept and re-raised by :meth:`finish`."""
+
+    def __init__(self, blender: StreamingBlender, grid: TileGrid, depth: int) -> None:
+        super().__init__(name="cloudrm-writer", daemon=True)
+        self.blender, self.grid = blender, grid
+        self.queue: queue.Queue[tuple[Tile, np.ndarray] | None] = queue.Queue(maxsize=max(depth, 1))
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # drain: the producer learns of the error at its next put
+            try:
+                tile, values = item
+                self.blender.add(tile, values, self.grid.weight(tile))
+            except BaseException as exc:
+                self.error = exc
+
+    def put(self, tile: Tile, values: np.ndarray) -> None:
+        self.check()
+        self.queue.put((tile, values))
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.join()
+        self.check()
+
+    def abort(self) -> None:
+        with self.queue.mutex:
+            self.queue.queue.clear()
+        self.queue.put(None)
+        self.join()
+
+
+@dataclass
+class PipelineStats:
+    """What :func:`run_pipeline` did."""
+
+    tiles: int = 0
+    skipped: int = 0
+    batch_size: int = 1
+    oom_retries: int = 0
+    seconds_forward: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
+
+
+def run_pipeline(
+    grid: TileGrid,
+    source: Callable[[], TileSource],
+    forward: Forward,
+    blender: StreamingBlender,
+    device: torch.device,
+    batch_size: int,
+    progress: Progress,
+    readers: int = 1,
+    hooks: StageProgress | None = None,
+) -> PipelineStats:
+    """Run every tile of ``grid`` through ``forward`` into ``blender``.
+
+    Args:
+        grid: the tiles, in row-major order (the blender emits rows as they complete).
+        source: makes one :class:`TileSource` per reader thread.
+        forward: the batched model call (see :data:`Forward`).
+        blender: receives (C + 1, S, S) arrays: the prediction, then the validity channel.
+        device: where ``forward`` runs; inputs are copied there (pinned, non-blocking on CUDA).
+        batch_size: tiles per forward pass; halved on CUDA out-of-memory.
+        progress: tile counts (fractional inside a batch when ``hooks`` are given), cancel.
+        readers: reader threads (≥ 1); reads run ahead by two batches per reader.
+        hooks: :class:`StageProgress` on the model, for progress and cancel inside a batch.
+
+    Raises:
+        Canceled: between batches or, with ``hooks``, between blocks; nothing is left half done
+            (the caller's atomic output removes the file).
+        InputError: a single tile does not fit on the device.
+    """
+    tiles = list(grid)
+    total = len(tiles)
+    stats = PipelineStats(tiles=total, batch_size=batch_size)
+    pin = device.type == "cuda"
+    reader = _PerThread(source)
+    pool = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cloudrm-read")
+    writer = _Writer(blender, grid, depth=2 * batch_size + 2)
+    ahead = max(2, 2 * readers) * batch_size
+    pending: collections.deque[Future[TileData]] = collections.deque()
+    nxt = 0
+    done = 0
+    progress.update(0, total)
+    try:
+        while done < total:
+            while nxt < total and len(pending) < ahead:
+                pending.append(pool.submit(reader.read, tiles[nxt]))
+                nxt += 1
+            if progress.is_canceled():
+                raise Canceled("canceled; no output written")
+            batch: list[TileData] = []
+            while pending and len(batch) < batch_size:
+                item = pending.popleft().result()
+                if item.skip:
+                    writer.put(item.tile, np.zeros((blender.channels, grid.size, grid.size), np.float32))
+                    stats.skipped += 1
+                    done += 1
+                    continue
+                batch.append(item)
+            if not batch:
+                progress.update(done, total)
+                continue
+            t0 = time.perf_counter()
+            preds = _forward_batch(batch, forward, device, pin, hooks, done, progress, stats)
+            stats.seconds_forward += time.perf_counter() - t0
+            for item, pred in zip(batch, preds, strict=True):
+                valid = (
+                    item.valid.astype(np.float32)[None]
+                    if item.valid is not None
+                    else np.ones((1, *pred.shape[1:]), np.float32)
+                )
+                writer.put(item.tile, np.concatenate([pred, valid]))
+            done += len(batch)
+            progress.update(done, total)
+        writer.finish()
+    except BaseException:
+        for f in pending:
+            f.cancel()
+        writer.abort()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        reader.close()
+    return stats
+
+
+def _forward_batch(
+    batch: list[TileData],
+    forward: Forward,
+    device: torch.device,
+    pin: bool,
+    hooks: StageProgress | None,
+    done: int,
+    progress: Progress,
+    stats: PipelineStats,
+) -> list[np.ndarray]:
+    """Predictions (C, S, S) float32 for ``batch``; on out-of-memory the batch is split in halves."""
+    size = len(batch)
+    while True:
+        try:
+            out: list[np.ndarray] = []
+            for start in range(0, len(batch), size):
+                chunk = batch[start : start + size]
+                tensors = []
+                for k in range(len(chunk[0].inputs)):
+                    t = torch.from_numpy(np.stack([it.inputs[k] for it in chunk]))
+                    if pin:
+                        t = t.pin_memory()
+                    tensors.append(t.to(device, non_blocking=pin))
+                if hooks is not None:
+                    hooks.start(done + start, len(chunk))
+                with torch.inference_mode():
+                    pred = forward(tuple(tensors))
+                if hooks is not None:
+                    hooks.finish()
+                out.extend(pred.float().cpu().numpy())
+            if size != stats.batch_size:
+                stats.batch_size = size
+            return out
+        except Canceled:
+            raise
+        except RuntimeError as exc:
+            if not _is_oom(exc):
+                raise
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+            if size == 1:
+                raise InputError(
+                    f"one tile of {batch[0].inputs[0].shape[-1]} px does not fit in the memory of {device}: "
+                    "choose a smaller tile size (e.g. half of it) or another device"
+                ) from exc
+            size = max(1, size // 2)
+            stats.oom_retries += 1
+            stats.notes.append(f"out of memory on {device}: batch size reduced to {size}, the batch is retried")
+            progress.warning(stats.notes[-1])
