@@ -116,6 +116,7 @@ def evaluate(
     csv: str | None = None,
     coverage: str | None = None,
     examples: int = 4,
+    workers: int = 0,
     progress: Progress | None = None,
 ) -> EvalResult:
     """Score ``checkpoint`` on ``split`` of the dataset in ``data``; write the report into ``out``.
@@ -133,6 +134,7 @@ def evaluate(
         max_images: score only the first N images of the split.
         skip_bad: an image with a missing or broken file is logged and left out (listed in the
             summary) instead of stopping the evaluation.
+        workers: DataLoader worker processes that read images and compute their cloud masks.
     """
     progress = progress or NullProgress()
     t0 = time.time()
@@ -181,12 +183,14 @@ def evaluate(
     pooled = {c: [0.0, 0.0, 0, 0] for c in lc_classes}  # Σ|err|, Σ angle, pixels, images
     skipped = list(opened.skipped)
     shown: dict[str, list[Any]] = {}
-    for i in range(n):
+    items = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(ds, range(n)), batch_size=None, collate_fn=_as_is, num_workers=max(workers, 0)
+    )
+    for i, item in enumerate(items):
         if progress.is_canceled():
             from .errors import Canceled
 
             raise Canceled("evaluation canceled")
-        item = ds[i]
         if "error" in item:
             if not skip_bad or not item.get("bad_file"):
                 raise InputError(str(item["error"]))
@@ -248,6 +252,10 @@ def evaluate(
     _write_png(res.report_png, summary, [shown[k] for k in BIN_LABELS if k in shown][: max(examples, 0)])
     progress.info(f"mean PSNR {summary['mean']['psnr']:.4f} dB over {len(rows)} images; wrote {out}")
     return res
+
+
+def _as_is(item: Any) -> Any:
+    return item
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], lc_classes: tuple[str, ...]) -> None:

@@ -119,7 +119,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         res = evaluate(
             args.checkpoint, args.data, args.out, split=args.split, crop_center=args.crop_center, device=args.device,
             model=args.model, resize=args.resize, amp=args.amp, skip_bad=args.skip_bad, max_images=args.max_images,
-            lc_level=args.lc_level, csv=args.csv, coverage=args.coverage, examples=args.examples, progress=bar,
+            lc_level=args.lc_level, csv=args.csv, coverage=args.coverage, examples=args.examples,
+            workers=args.workers or 0, progress=bar,
         )
     finally:
         getattr(bar, "close", lambda: None)()
@@ -187,5 +188,6 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--csv", help="Planet-CR: CSV of the split (rows relative to the split folder)")
     e.add_argument("--coverage", help="SEN12MS-CR-TS: precomputed coverage file")
     e.add_argument("--examples", type=int, default=4, help="images shown in report.png (default 4)")
+    e.add_argument("--workers", type=int, help="DataLoader worker processes (reading, cloud masks)")
     e.add_argument("--out", required=True, help="output folder")
     e.set_defaults(func=run_evaluate)

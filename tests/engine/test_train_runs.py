@@ -176,7 +176,7 @@ def test_bad_sample_stops_cleanly_or_is_skipped_and_counted(tmp_path, capsys):
     broken = root / "ROIs1158_spring_s1" / "s1_1" / "ROIs1158_spring_s1_1_p3.tif"
     broken.write_bytes(b"truncated")
     args = ["train", "--model", "glf_cr", "--data", str(root), "--epochs", "1", "--crop", "16", "--batch-size",
-            "2", "--device", "cpu", "--threads", "1", "--val-crop", "0"]
+            "2", "--device", "cpu", "--threads", "1", "--val-crop", "0", "--workers", "1"]  # errors from a worker
     assert cli_main([*args, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "cloudrm: error: S1 file unreadable:" in err and "ROIs1158_spring_s1_1_p3.tif" in err
