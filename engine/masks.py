@@ -40,7 +40,15 @@ from . import __version__
 from .choices import MASK_METHODS as METHODS
 from .data.bands import S2_BANDS
 from .errors import Canceled, DependencyError, InputError
-from .io.raster import RasterInfo, atomic_output, geotiff_profile, invalid_mask, raster_info
+from .io.raster import (
+    RasterInfo,
+    atomic_output,
+    check_readable,
+    geotiff_profile,
+    invalid_mask,
+    raster_info,
+    read_window,
+)
 from .progress import NullProgress, Progress
 
 CLEAR, CLOUD, SHADOW, NODATA = 0, 1, 2, 255
@@ -185,7 +193,7 @@ def _scene_shadow_levels(
     total = [0.0, 0.0]
     count = 0
     for y, x, h, w in blocks:
-        dn = ds.read(window=Window(x, y, w, h))
+        dn = read_window(ds, Window(x, y, w, h), what=f"Sentinel-2 L1C raster '{info.name}'")
         ok = ~invalid_mask(dn, info.nodata)
         refl = dn.astype(np.float64) / 10000.0
         csi = ((refl[_B["B8"]] + refl[_B["B11"]]) / 2)[ok]
@@ -248,6 +256,7 @@ def cloud_mask_scene(
         )
     if block_size < 16:
         raise InputError(f"block size must be ≥ 16 px, got {block_size}")
+    check_readable(info, "Sentinel-2 L1C")
     thr = DEFAULT_THRESHOLD[method] if threshold is None else float(threshold)
 
     k = 1
@@ -307,7 +316,7 @@ def cloud_mask_scene(
                     raise Canceled("canceled; no output written")
                 y0, x0 = max(0, y - halo), max(0, x - halo)
                 y1, x1 = min(info.height, y + h + halo), min(info.width, x + w + halo)
-                dn = ds.read(window=Window(x0, y0, x1 - x0, y1 - y0))
+                dn = read_window(ds, Window(x0, y0, x1 - x0, y1 - y0), what=f"Sentinel-2 L1C raster '{info.name}'")
                 bad = invalid_mask(dn, info.nodata)
                 if dn.dtype.kind == "f":
                     dn = np.nan_to_num(dn, nan=0.0)

@@ -41,7 +41,15 @@ from ..choices import DEFAULT_FEATHER_PX, DEFAULT_MASK_BUFFER_M, DEFAULT_MASK_ME
 from ..data.bands import S2_BANDS
 from ..errors import Canceled, InputError
 from ..io.align import check_grid, warped_onto
-from ..io.raster import RasterInfo, atomic_output, geotiff_profile, invalid_mask, raster_info
+from ..io.raster import (
+    RasterInfo,
+    atomic_output,
+    check_readable,
+    geotiff_profile,
+    invalid_mask,
+    raster_info,
+    read_window,
+)
 from ..progress import NullProgress, Progress, Span
 
 
@@ -197,7 +205,7 @@ class KeepClear:
         _, msk = self._handles()
         if msk is None:
             return np.ones((y1 - y0, x1 - x0), dtype=bool)
-        m = msk.read(1, window=Window(x0, y0, x1 - x0, y1 - y0))
+        m = read_window(msk, Window(x0, y0, x1 - x0, y1 - y0), bands=1, what=f"mask raster '{self.mask.name}'")  # type: ignore[union-attr]
         out = m != 0
         if m.dtype.kind == "f":
             out &= ~np.isnan(m)
@@ -218,7 +226,8 @@ class KeepClear:
         H, W = self.optical.height, self.optical.width
         y0, x0 = max(0, y - self.halo), max(0, x - self.halo)
         y1, x1 = min(H, y + h + self.halo), min(W, x + w + self.halo)
-        big = opt.read(indexes=self.bands, window=Window(x0, y0, x1 - x0, y1 - y0))
+        big = read_window(opt, Window(x0, y0, x1 - x0, y1 - y0), bands=self.bands,
+                          what=f"optical raster '{self.optical.name}'")
         valid = ~invalid_mask(big, self.optical.nodata)
         grown = grow(self._mask(y0, x0, y1, x1), self.buffer_px) & valid
         weight = feather_weight(grown, self.feather_px, clear=valid & ~grown)
@@ -258,7 +267,9 @@ def mask_for(
     removed afterwards.
     """
     if mask:
-        yield raster_info(mask, mask_name, role="mask")
+        info = raster_info(mask, mask_name, role="mask")
+        check_readable(info, "mask")
+        yield info
         return
     if optical.count != len(S2_BANDS):
         raise InputError(
@@ -360,7 +371,7 @@ def keep_clear(
                 if blocks_rec.is_canceled():
                     raise Canceled("canceled; no output written")
                 h, w = min(block_size, H - y), min(block_size, W - x)
-                pred = pred_ds.read(window=Window(x, y, w, h))
+                pred = read_window(pred_ds, Window(x, y, w, h), what=f"prediction raster '{pred_info.name}'")
                 result, filled = keep.composite(y, x, pred)
                 dst.write(result, window=Window(x, y, w, h))
                 if mask_dst is not None:

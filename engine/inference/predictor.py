@@ -29,14 +29,22 @@ from ..data.normalize import apply_card, fill_invalid
 from ..errors import CheckpointError, InputError
 from ..io.align import SarTiles, check_alignment
 from ..io.checkpoint import Checkpoint, build_model, load_checkpoint
+from ..io.checks import (
+    ValueStats,
+    check_destination,
+    check_not_empty,
+    check_optical_dtype,
+    estimate_output_bytes,
+)
 from ..io.raster import (
     RasterInfo,
     atomic_output,
-    file_mean,
+    check_readable,
     geotiff_profile,
     invalid_mask,
     raster_info,
     read_padded,
+    scan_statistics,
 )
 from ..models import ModelCard, model_card
 from ..progress import Progress, Span
@@ -125,6 +133,68 @@ def check_sar(sar: RasterInfo, want: list[str], model: str) -> None:
             f"SAR raster {sar.describe()} has {sar.count} bands; model {model} expects "
             f"{len(want)}: {', '.join(want)} (σ0 in dB)"
         )
+
+
+def preflight(
+    req: RunRequest,
+    like: RasterInfo,
+    out_bands: int,
+    optical: Sequence[RasterInfo],
+    others: Sequence[tuple[RasterInfo, str]],
+    clip_hi: float,
+) -> None:
+    """The checks that run before a checkpoint or model loads (cheap: no pixel pass).
+
+    Outputs: GeoTIFF names, writable folders, enough free space, none of them an input.
+    Inputs: optical dtypes that hold the model's DN range, every raster readable (block
+    tables intact, sample blocks decode).
+
+    Raises:
+        InputError: one line naming the file and the problem.
+    """
+    inputs = [*optical, *(info for info, _ in others)]
+    size = estimate_output_bytes(like.width, like.height, out_bands, like.dtype)
+    mask_size = estimate_output_bytes(like.width, like.height, 1, "uint8") if req.filled_mask else 0
+    check_destination(req.output, size + mask_size, inputs)
+    if req.filled_mask:
+        if Path(req.filled_mask).resolve() == Path(req.output).resolve():
+            raise InputError(f"the filled-pixels mask {req.filled_mask} is the output itself: choose another file")
+        check_destination(req.filled_mask, mask_size, inputs)
+    for info in optical:
+        check_optical_dtype(info, clip_hi, "optical")
+    for info in optical:
+        check_readable(info, "optical")
+    for info, role in others:
+        check_readable(info, role)
+
+
+def optical_fill(ds: Any, info: RasterInfo, rec: Recorder, zero_fill: bool = False) -> tuple[float, ValueStats | None]:
+    """(fill value, statistics) of an optical raster: its file mean from one statistics pass when
+    pixels can be missing (nodata, float), after refusing a raster without any valid pixel;
+    else (0, None) and the caller counts values tile by tile."""
+    if info.nodata is None and not info.dtype.startswith("float"):
+        return 0.0, None  # nothing can be missing
+    stats = scan_statistics(ds, what=f"optical raster '{info.name}'", role="optical",
+                            clip=(0.0, 10000.0))
+    check_not_empty(stats, info, "optical")
+    for line in stats.warnings(info.name):
+        rec.warning(line)
+    return (float("nan") if zero_fill else stats.mean), stats
+
+
+def sar_fill(ds: Any, info: RasterInfo, norm: Mapping[str, Any], rec: Recorder) -> float:
+    """The SAR fill value (file mean, dB); a raster without any value gets the middle of the
+    card's clip ranges, with a warning."""
+    stats = scan_statistics(ds, what=f"SAR raster '{info.name}'", role="SAR")
+    ranges = norm["sar"]["clip"]
+    middle = float(np.mean([(lo + hi) / 2 for lo, hi in ranges]))
+    fill = stats.mean if stats.valid else middle
+    empty = check_not_empty(stats, info, "SAR", fill=round(fill, 2))
+    if empty:
+        rec.warning(empty)
+    for line in stats.warnings(info.name):
+        rec.warning(line)
+    return fill
 
 
 def check_not_an_input(out: str | os.PathLike[str], inputs: Sequence[RasterInfo | None]) -> None:
@@ -323,16 +393,6 @@ def blended_geotiff(
             raise RuntimeError("tiling left pixels unwritten")
 
 
-def fill_value(ds: Any, info: RasterInfo, zero_fill: bool = False) -> float:
-    """What NaN/nodata become before scaling: the file mean (GLF-CR's convention) or, for
-    cards with ``nan_fill: zero``, NaN (turned into 0 after scaling)."""
-    if zero_fill:
-        return float("nan")
-    if info.nodata is None and not info.dtype.startswith("float"):
-        return 0.0  # nothing can be missing
-    return file_mean(ds)
-
-
 def readers_for(device: torch.device) -> int:
     """Reader threads: one on the CPU (the model needs the cores), up to 4 feeding a GPU."""
     if device.type != "cuda":
@@ -355,9 +415,15 @@ class _SceneSource:
         r = self.run
         if r.keep is not None and not r.keep.needed(tile.y, tile.x, tile.h, tile.w):
             return TileData(tile, skip=True)
-        o = read_padded(self.opt, tile.y, tile.x, r.size, bands=r.in_bands)
+        o = read_padded(self.opt, tile.y, tile.x, r.size, bands=r.in_bands, what=f"optical raster '{r.opt.name}'")
         s = self.sar.read(tile.y, tile.x, r.size)
         bad = invalid_mask(o, r.opt.nodata)
+        if r.stats is not None:  # no statistics pass was needed: count values as they come
+            h, w = r.owned(tile)
+            block = ValueStats(role="optical", dtype=r.opt.dtype, nodata=r.opt.nodata, clip=(0.0, 10000.0))
+            block.add(o[:, :h, :w], ~bad[:h, :w])
+            with r.lock:
+                r.stats.merge(block)
         o = fill_invalid(o, bad, r.opt_fill)
         s = fill_invalid(s, invalid_mask(s, r.sar.nodata), r.sar_fill)
         o, s = apply_card(o, s, r.norm)
@@ -380,7 +446,18 @@ class _SceneRun:
     opt_fill: float = 0.0
     sar_fill: float = 0.0
     keep: KeepClear | None = None
+    stats: ValueStats | None = None
+    """Value counts gathered tile by tile (each pixel once) when no statistics pass ran."""
+    grid: TileGrid | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def owned(self, tile: Tile) -> tuple[int, int]:
+        """Rows and columns of ``tile`` up to the next tile's origin: each pixel counted once."""
+        g = self.grid
+        assert g is not None
+        ys = tile.h if tile.y == g.ys[-1] else min(g.stride, tile.h)
+        xs = tile.w if tile.x == g.xs[-1] else min(g.stride, tile.w)
+        return ys, xs
 
 
 def keep_clear_plan(req: RunRequest, opt: RasterInfo, same_bands: bool, rec: Recorder) -> bool:
@@ -437,9 +514,9 @@ def run_scene(req: RunRequest, progress: Progress) -> RunResult:
     opt = raster_info(req.optical[0], (req.optical_names or [None])[0], role="optical")
     sar = raster_info(req.sar[0], (req.sar_names or [None])[0], role="SAR")
     mask = raster_info(req.mask, role="mask") if req.mask else None
-    for target in (req.output, req.filled_mask):
-        if target:
-            check_not_an_input(target, [opt, sar, mask])
+    out_count = len(card.output_bands or card.optical_bands)
+    others = [(sar, "SAR")] + ([(mask, "mask")] if mask else [])
+    preflight(req, opt, out_count, [opt], others, float(card.normalisation["optical"]["clip"][1]))
     ckpt_path, ckpt = load_model_checkpoint(req.model, req.checkpoint)
     in_bands = select_optical_bands(opt, list(ckpt.bands["optical"]), req.model, ckpt_path.name)
     check_sar(sar, list(ckpt.bands["sar"]), req.model)
@@ -451,13 +528,13 @@ def run_scene(req: RunRequest, progress: Progress) -> RunResult:
     precision = choose_precision(req.precision, dev, card, rec)
     keep_on = keep_clear_plan(req, opt, out_bands == list(ckpt.bands["optical"]), rec)
     sar_resample = check_alignment(sar, opt, rec, card.sar_resampling)
-    run = _SceneRun(opt, sar, card, in_bands, norm, grid.size, sar_resample)
+    run = _SceneRun(opt, sar, card, in_bands, norm, grid.size, sar_resample, grid=grid)
     with rasterio.open(opt.path) as ds:
-        run.opt_fill = fill_value(ds, opt)
+        run.opt_fill, scanned = optical_fill(ds, opt, rec)
+    if scanned is None:
+        run.stats = ValueStats(role="optical", dtype=opt.dtype, nodata=opt.nodata, clip=(0.0, 10000.0))
     with rasterio.open(sar.path) as ds:
-        run.sar_fill = file_mean(ds)
-    if run.sar_fill > 1.0:
-        rec.warning(f"SAR raster '{sar.name}' has mean {run.sar_fill:.2f}: expected σ0 in dB (negative values)")
+        run.sar_fill = sar_fill(ds, sar, norm, rec)
     with keep_clear_for(req, opt, in_bands, keep_on, rec, share=0.15) as (keep, stage):
         run.keep = keep
         net = build_model(ckpt).to(dev)
@@ -480,6 +557,9 @@ def run_scene(req: RunRequest, progress: Progress) -> RunResult:
             tags["CLOUDRM_KEEP_CLEAR"] = describe(req.mask, req.mask_method, req.mask_buffer_m, req.feather_px)
         stats = _predict(grid, lambda: _SceneSource(run), forward, dev, batch, stage, net, req, opt, out_bands,
                          tags, scale, clip_hi, keep)
+    if run.stats is not None:
+        for line in run.stats.warnings(opt.name):
+            rec.warning(line)
     return _result(RunResult, req, ckpt_path, dev, grid, stats, precision, keep, rec, t0, opt.path)
 
 

@@ -24,7 +24,7 @@ from ..data.bands import S2_BANDS
 from ..data.cloudmask import cloud_mask
 from ..data.normalize import apply_card, fill_invalid
 from ..errors import InputError
-from ..io.raster import file_mean, invalid_mask, read_padded
+from ..io.raster import invalid_mask, read_padded
 from ..io.series import Series, load_series, open_series
 from ..models import model_card
 from ..progress import Progress, Quiet
@@ -35,7 +35,6 @@ from .predictor import (
     _predict,
     _result,
     auto_batch_size,
-    check_not_an_input,
     check_sar,
     choose_precision,
     describe,
@@ -44,6 +43,9 @@ from .predictor import (
     load_model_checkpoint,
     make_grid,
     model_forward,
+    optical_fill,
+    preflight,
+    sar_fill,
     select_optical_bands,
 )
 from .tiling import Tile
@@ -183,11 +185,12 @@ def run_series(req: RunRequest, progress: Progress) -> RunResult:
         from ..io.raster import raster_info
 
         mask = raster_info(req.mask, role="mask")
-    inputs = [i.optical for i in series.items] + [i.sar for i in series.items if i.sar is not None] + [mask]
-    for target_path in (req.output, req.filled_mask):
-        if target_path:
-            check_not_an_input(target_path, inputs)
     target = series.target
+    card_norm = model_card(method).normalisation if not baseline else {"optical": {"clip": [0, 10000]}}
+    out_count = target.count if baseline else len(model_card(method).output_bands or model_card(method).optical_bands)
+    others = [(i.sar, "SAR") for i in series.items if i.sar is not None and not baseline]
+    preflight(req, target, out_count, [i.optical for i in series.items], others + ([(mask, "mask")] if mask else []),
+              float(card_norm["optical"]["clip"][1]))
     run_kw: dict[str, Any] = {}
     if baseline:
         if target.count != len(S2_BANDS):
@@ -231,11 +234,9 @@ def run_series(req: RunRequest, progress: Progress) -> RunResult:
         zero_fill = norm.get("nan_fill") == "zero"
         with open_series(series, Quiet(), sar=True) as (opts, sars):
             for ds, sds, it in zip(opts, sars, series.items, strict=True):
-                needs_mean = not zero_fill and (ds.nodata is not None or ds.dtypes[0].startswith("float"))
-                run.opt_fill.append(file_mean(ds) if needs_mean else (np.nan if zero_fill else 0.0))
-                m = file_mean(sds)
-                if m > 1.0:
-                    rec.warning(f"SAR raster '{it.sar.name}' has mean {m:.2f}: expected σ0 in dB (negative values)")  # type: ignore[union-attr]
+                fill, _ = optical_fill(ds, it.optical, rec, zero_fill)
+                run.opt_fill.append(float("nan") if zero_fill else fill)
+                m = sar_fill(sds, it.sar, norm, rec)  # type: ignore[arg-type]
                 run.sar_fill.append(np.nan if zero_fill else m)
         run_kw["ckpt"] = ckpt
     with open_series(series, rec, sar=not baseline):

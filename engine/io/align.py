@@ -25,7 +25,7 @@ from rasterio.windows import Window, from_bounds
 
 from ..errors import InputError
 from ..progress import Progress
-from .raster import RasterInfo, read_padded
+from .raster import RasterInfo, read_padded, read_window
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear}
 
@@ -184,7 +184,7 @@ class SarTiles:
 
     def read(self, y: int, x: int, size: int) -> np.ndarray:
         if not self.resample:
-            return read_padded(self.ds, y, x, size).astype(np.float32)
+            return read_padded(self.ds, y, x, size, what=f"SAR raster '{self.sar.name}'").astype(np.float32)
         opt = self.optical
         h, w = min(size, opt.height - y), min(size, opt.width - x)
         dst_transform = opt.transform * Affine.translation(x, y)
@@ -202,7 +202,7 @@ class SarTiles:
         row1 = min(int(np.ceil(win.row_off + win.height)) + self.MARGIN, self.ds.height)
         if col1 > col0 and row1 > row0:
             sw = Window(col0, row0, col1 - col0, row1 - row0)
-            src = self.ds.read(window=sw).astype(np.float32)
+            src = read_window(self.ds, sw, what=f"SAR raster '{self.sar.name}'").astype(np.float32)
             if self.ds.nodata is not None and not np.isnan(self.ds.nodata):
                 src[src == np.float32(self.ds.nodata)] = np.nan
             reproject(
