@@ -328,8 +328,10 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         step_model: torch.nn.Module = TrainStep(model)
         if dist.active:
+            # static graph: the GLF-CR family never uses its last opt_distribute conv, and the set of
+            # used parameters never changes, so DDP need not search for unused ones every step
             step_model = torch.nn.parallel.DistributedDataParallel(
-                step_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+                step_model, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True
             )
         loss_fn = objective(cfg.loss, cfg.loss_options)
         stage_loss = staged(loss_fn, cfg.stage_weights) if hasattr(model, "forward_stages") else None
