@@ -1,99 +1,243 @@
 #!/usr/bin/env python3
-"""Benchmark: seconds per tile per model and the whole-scene pipeline's overhead, as ratios.
+"""Benchmark the whole-scene pipeline against the bare model, per model, device and scene size.
 
-    .venv/bin/python scripts/bench.py [--device auto] [--tile 256] [--repeat 3]
-        [--models glf_cr,align_cr] [--no-pipeline]
+    scripts/bench [--models mmcanet,glf_cr] [--sizes 512,1024] [--device auto] [--tile 0]
+                  [--repeat 1] [--json] [--scenes DIR]
 
-Prints (nothing is asserted):
-  - for each model in --models: forward seconds per tile² on the device (random weights: the
-    speed does not depend on them; temporal models with T = 3) and the ratio to GLF-CR;
-  - GLF-CR GMAC/s (analytic 249.9 GMAC per 256² tile, glf_cr.md §2.5);
-  - pipeline / model time on the bundled scene (reading, scaling, blending, writing overhead);
-  - tiled (tile/2, overlap tile/8) / one-tile time on the same scene.
+For every model and size it writes (or reuses, with ``--scenes``) a synthetic scene the way a
+user's data looks: tiled, deflate-compressed GeoTIFFs, 13-band uint16 Sentinel-2 L1C (4-band
+PlanetScope for align_cr) and a 2-band float32 Sentinel-1 raster in dB, made by mirroring the
+bundled real scene. Then, in a fresh process per (model, size) so that peak memory is that
+run's alone, it measures (nothing is asserted; a benchmark prints ratios):
+
+- ``forward_ms``: milliseconds per tile of the model alone, inputs already on the device, for
+  float32 and bfloat16 (CUDA only), batch 1 and the automatic batch;
+- ``pipeline_s``: ``engine.api.run`` end to end (keep-clear off: the model's prediction for
+  every pixel), automatic batch and precision;
+- ``model_only_s``: forward passes for the same tiles, batch and precision without reading,
+  copying or writing, and ``overhead_ratio`` = pipeline / model-only;
+- ``peak_rss_mb`` (the process's peak resident memory) and ``peak_cuda_mb``;
+- per model and device, ``memory_growth_ratio`` = peak RSS at the largest size ÷ at the smallest.
+
+Models get random weights (speed does not depend on them); temporal models (ca_mtcr) a
+3-date series of the same scene.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from cloudrm_engine.inference.device import describe_device, resolve_device
-from cloudrm_engine.api import predict_scene
-from cloudrm_engine.io.checkpoint import build_model, load_checkpoint
-from cloudrm_engine.models import create_model, model_card
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 S2 = REPO / "resources/sample/ROIs1868_summer_s2_cloudy_19_p30.tif"
 S1 = REPO / "resources/sample/ROIs1868_summer_s1_19_p30.tif"
-CKPT = REPO / "resources/checkpoints/glf_cr_demo.pt"
-GMAC_256 = 249.9
+PLANET = ("Blue", "Green", "Red", "NIR")
+PLANET_FROM_S2 = (2, 3, 4, 8)  # 1-based B2, B3, B4, B8
 
 
-def timed(fn, repeat: int) -> float:
+def mirrored(a: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """(C, h, w) window at (y0, x0) of ``a`` repeated with mirroring: an endless seamless scene."""
+    _, ah, aw = a.shape
+    ys = np.arange(y0, y0 + h) % (2 * ah)
+    xs = np.arange(x0, x0 + w) % (2 * aw)
+    ys = np.where(ys < ah, ys, 2 * ah - 1 - ys)
+    xs = np.where(xs < aw, xs, 2 * aw - 1 - xs)
+    return a[:, ys][:, :, xs]
+
+
+def write_scene(path: Path, src: Path, size: int, bands: tuple[int, ...] | None = None,
+                names: tuple[str, ...] | None = None) -> Path:
+    """A size² tiled deflate GeoTIFF mirrored from ``src`` (written strip by strip)."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    if path.is_file():
+        return path
+    with rasterio.open(src) as ds:
+        a = ds.read(list(bands) if bands else None)
+        crs, t = ds.crs, ds.transform
+        nodata = ds.nodata
+    profile = {
+        "driver": "GTiff", "width": size, "height": size, "count": a.shape[0], "dtype": a.dtype.name,
+        "crs": crs, "transform": Affine(t.a, 0, t.c, 0, t.e, t.f), "nodata": nodata, "tiled": True,
+        "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER", "num_threads": "ALL_CPUS",
+    }
+    tmp = path.with_suffix(".part.tif")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for y in range(0, size, 1024):
+            h = min(1024, size - y)
+            dst.write(mirrored(a, y, 0, h, size), window=((y, y + h), (0, size)))
+        for i, n in enumerate(names or (), start=1):
+            dst.set_band_description(i, n)
+    tmp.rename(path)
+    return path
+
+
+def scenes_for(model: str, size: int, folder: Path) -> tuple[list[str], list[str]]:
+    """(optical paths, SAR paths) of the synthetic scene a model needs."""
+    from cloudrm_engine.api import method_info
+
+    info = method_info(model)
+    sar = write_scene(folder / f"s1_{size}.tif", S1, size)
+    if info.optical_bands == PLANET:
+        opt = write_scene(folder / f"planet_{size}.tif", S2, size, PLANET_FROM_S2, PLANET)
+    else:
+        opt = write_scene(folder / f"s2_{size}.tif", S2, size)
+    n = 3 if info.temporal else 1
+    return [str(opt)] * n, [str(sar)] * n
+
+
+def _sync(dev: Any) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def forward_ms(net: Any, inputs: tuple[Any, ...], dev: Any, batch: int, precision: str, repeat: int) -> float:
+    """Median milliseconds per tile of ``net`` on device-resident random inputs."""
+    import torch
+
+    from cloudrm_engine.inference.predictor import model_forward
+
+    fwd = model_forward(net, dev, precision)
+    xs = tuple(t.repeat(batch, *([1] * (t.dim() - 1))) for t in inputs)
     times = []
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def model_seconds(name: str, tile: int, dev: torch.device, repeat: int) -> float:
-    """Median forward seconds of ``name`` (random weights) on one tile² (T = 3 if temporal)."""
-    card = model_card(name)
-    torch.manual_seed(0)
-    model = create_model(name).to(dev).eval()
-    lead = (1, 3) if card.temporal else (1,)
-    x = torch.rand(*lead, len(card.optical_bands), tile, tile, device=dev)
-    s = torch.rand(*lead, len(card.sar_bands), tile, tile, device=dev)
     with torch.inference_mode():
-        model(x, s)  # warm-up
-        return timed(lambda: model(x, s), repeat)
+        fwd(xs)  # warm-up
+        for _ in range(repeat):
+            _sync(dev)
+            t0 = time.perf_counter()
+            fwd(xs)
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times) / batch
+
+
+def worker(a: argparse.Namespace) -> dict[str, Any]:
+    """One (model, size) measurement in this process."""
+    import torch
+
+    from cloudrm_engine.api import RunRequest, method_info, run
+    from cloudrm_engine.inference.device import describe_device, resolve_device
+    from cloudrm_engine.inference.predictor import Recorder, auto_batch_size, model_forward
+    from cloudrm_engine.inference.tiling import TileGrid
+    from cloudrm_engine.io.checkpoint import Checkpoint, build_model, save_checkpoint
+    from cloudrm_engine.models import create_model, model_card
+    from cloudrm_engine.progress import Quiet
+
+    dev = resolve_device(a.device)
+    card, info = model_card(a.model), method_info(a.model)
+    torch.manual_seed(0)
+    net0 = create_model(a.model)
+    tmp = Path(tempfile.mkdtemp(prefix="cloudrm-bench-"))
+    ckpt = save_checkpoint(tmp / f"{a.model}.pt", Checkpoint(
+        model=a.model, config={}, state_dict=net0.state_dict(),
+        bands={"optical": list(card.optical_bands), "sar": list(card.sar_bands)},
+        normalisation=card.normalisation, trained_on="benchmark: random weights"))
+    net = build_model(Checkpoint(model=a.model, config={}, state_dict=net0.state_dict(),
+                                 bands={"optical": list(card.optical_bands), "sar": list(card.sar_bands)},
+                                 normalisation=card.normalisation)).to(dev)
+    tile = a.tile or info.tile_size
+    grid = TileGrid(a.size, a.size, tile, info.overlap, card.size_multiple)
+    t = grid.size
+    lead = (3,) if card.temporal else ()
+    inputs = [torch.rand(1, *lead, len(card.optical_bands), t, t, device=dev),
+              torch.rand(1, *lead, len(card.sar_bands), t, t, device=dev)]
+    if card.temporal:
+        inputs.append(torch.tensor([[-20.0, -10.0, 0.0]], device=dev))
+    inputs_t = tuple(inputs)
+    example = tuple(x[0].cpu().numpy() for x in inputs_t)
+    auto = auto_batch_size(model_forward(net, dev, "fp32"), example, dev, len(grid), Recorder(Quiet()))
+    res: dict[str, Any] = {"model": a.model, "device": describe_device(dev), "size": a.size, "tile": t,
+                           "overlap": grid.overlap, "tiles": len(grid), "batch_auto": auto}
+    fw: dict[str, float | None] = {}
+    for prec in ("fp32", "bf16"):
+        for label, b in (("1", 1), ("auto", auto)):
+            fw[f"{prec}_batch{label}"] = (forward_ms(net, inputs_t, dev, b, prec, a.repeat)
+                                          if dev.type == "cuda" or prec == "fp32" else None)
+    res["forward_ms"] = fw
+    opt, sar = scenes_for(a.model, a.size, Path(a.scenes))
+    out = tmp / "out.tif"
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    req = RunRequest(optical=opt, sar=sar, output=str(out), model=a.model, checkpoint=str(ckpt), device=a.device,
+                     tile_size=t, keep_clear=False, dates=["2020-01-01", "2020-01-11", "2020-01-21"]
+                     if card.temporal else None)
+    t0 = time.perf_counter()
+    result = run(req, Quiet())
+    res["pipeline_s"] = round(time.perf_counter() - t0, 3)
+    res["batch"], res["precision"] = result.batch_size, result.precision
+    per_tile = forward_ms(net, inputs_t, dev, result.batch_size, result.precision, max(a.repeat, 1)) / 1000
+    res["model_only_s"] = round(per_tile * len(grid), 3)
+    res["overhead_ratio"] = round(res["pipeline_s"] / res["model_only_s"], 3)
+    res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    res["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None
+    res["threads"] = torch.get_num_threads()
+    return res
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="mmcanet", help="comma-separated registry names")
+    p.add_argument("--sizes", default="512,1024", help="comma-separated scene edges in px")
     p.add_argument("--device", default="auto")
-    p.add_argument("--tile", type=int, default=256)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--models", default="glf_cr,align_cr", help="comma-separated registry names")
-    p.add_argument("--no-pipeline", action="store_true", help="only the per-model forward times")
+    p.add_argument("--tile", type=int, default=0, help="tile size; 0 = each model's default")
+    p.add_argument("--repeat", type=int, default=1, help="timed repeats of each forward measurement")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    p.add_argument("--scenes", help="folder for the synthetic scenes (kept; default a temporary folder)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
-    dev = resolve_device(a.device)
-    print(f"device: {describe_device(dev)}, torch threads {torch.get_num_threads()}")
-    names = [n.strip() for n in a.models.split(",") if n.strip()]
-    base = None
-    for name in names:
-        t = model_seconds(name, a.tile, dev, a.repeat)
-        base = t if name == "glf_cr" else base
-        ratio = f"; {name} / glf_cr = {t / base:.2f}" if base and name != "glf_cr" else ""
-        print(f"{name} forward: {t:.3f} s per {a.tile}² tile on {dev.type}{ratio}", flush=True)
-    if a.no_pipeline:
+    if a.worker:
+        print(json.dumps(worker(a)))
         return
-    model = build_model(load_checkpoint(CKPT)).to(dev)
-    x = torch.rand(1, 13, a.tile, a.tile, device=dev)
-    s = torch.rand(1, 2, a.tile, a.tile, device=dev)
-    with torch.inference_mode():
-        model(x, s)  # warm-up
-        t_model = timed(lambda: model(x, s), a.repeat)
-    gmac = GMAC_256 * (a.tile / 256) ** 2
-    print(f"glf_cr (demo checkpoint) forward: {t_model:.3f} s per {a.tile}² tile, {gmac / t_model:.1f} GMAC/s")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "o.tif"
-        t_one = timed(lambda: predict_scene(S2, S1, out, checkpoint=CKPT, device=str(dev), tile_size=256, overlap=32), a.repeat)
-        t_tiled = timed(lambda: predict_scene(S2, S1, out, checkpoint=CKPT, device=str(dev), tile_size=128, overlap=32), a.repeat)
-    t_model_256 = t_model * (256 / a.tile) ** 2
-    print(f"pipeline on the 256² sample, one tile: {t_one:.3f} s; pipeline / model = {t_one / t_model_256:.2f}")
-    print(f"tiled 128 px / overlap 32 (9 tiles): {t_tiled:.3f} s; tiled / one-tile = {t_tiled / t_one:.2f}")
+    scenes = Path(a.scenes) if a.scenes else Path(tempfile.mkdtemp(prefix="cloudrm-bench-scenes-"))
+    scenes.mkdir(parents=True, exist_ok=True)
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    sizes = sorted(int(s) for s in a.sizes.split(",") if s.strip())
+    rows = []
+    for model in models:
+        for size in sizes:
+            t0 = time.time()
+            scenes_for(model, size, scenes)
+            write_s = time.time() - t0
+            cmd = [sys.executable, __file__, "--worker", "--model", model, "--size", str(size), "--device", a.device,
+                   "--tile", str(a.tile), "--repeat", str(a.repeat), "--scenes", str(scenes)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                print(r.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"bench worker failed for {model} at {size}")
+            row = json.loads(r.stdout.strip().splitlines()[-1])
+            row["scene_write_s"] = round(write_s, 1)
+            rows.append(row)
+            if not a.json:
+                fw = row["forward_ms"]
+                print(f"{model:<9} {row['device']:<24} {size:>6}² {row['tiles']:>5} tiles of {row['tile']} "
+                      f"(batch {row['batch']}, {row['precision']}): forward {fw['fp32_batch1']:.0f} ms/tile, "
+                      f"pipeline {row['pipeline_s']:.1f} s, model-only {row['model_only_s']:.1f} s, "
+                      f"overhead {row['overhead_ratio']:.2f}, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    growth = {}
+    for model in models:
+        mine = [r for r in rows if r["model"] == model]
+        lo, hi = min(mine, key=lambda r: r["size"]), max(mine, key=lambda r: r["size"])
+        growth[f"{model} {lo['device']}"] = round(hi["peak_rss_mb"] / lo["peak_rss_mb"], 3)
+    if a.json:
+        print(json.dumps({"runs": rows, "memory_growth_ratio": growth}, indent=2))
+    else:
+        for k, v in growth.items():
+            print(f"memory_growth_ratio {k}: {v:.3f} (peak RSS at {sizes[-1]}² ÷ at {sizes[0]}²)")
 
 
 if __name__ == "__main__":

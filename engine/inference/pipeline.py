@@ -289,7 +289,7 @@ def run_pipeline(
             if progress.is_canceled():
                 raise Canceled("canceled; no output written")
             batch: list[TileData] = []
-            while pending and len(batch) < batch_size:
+            while pending and len(batch) < stats.batch_size:  # smaller after an out-of-memory
                 item = pending.popleft().result()
                 if item.skip:
                     writer.put(item.tile, np.zeros((blender.channels, grid.size, grid.size), np.float32))
@@ -334,7 +334,8 @@ def _forward_batch(
     progress: Progress,
     stats: PipelineStats,
 ) -> list[np.ndarray]:
-    """Predictions (C, S, S) float32 for ``batch``; on out-of-memory the batch is split in halves."""
+    """Predictions (C, S, S) float32 for ``batch``; on out-of-memory the batch is split in halves
+    and ``stats.batch_size`` (the size later batches take) shrinks with it."""
     size = len(batch)
     while True:
         try:
@@ -354,8 +355,6 @@ def _forward_batch(
                 if hooks is not None:
                     hooks.finish()
                 out.extend(pred.float().cpu().numpy())
-            if size != stats.batch_size:
-                stats.batch_size = size
             return out
         except Canceled:
             raise
@@ -370,6 +369,7 @@ def _forward_batch(
                     "choose a smaller tile size (e.g. half of it) or another device"
                 ) from exc
             size = max(1, size // 2)
+            stats.batch_size = min(stats.batch_size, size)
             stats.oom_retries += 1
             stats.notes.append(f"out of memory on {device}: batch size reduced to {size}, the batch is retried")
             progress.warning(stats.notes[-1])
