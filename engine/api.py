@@ -60,11 +60,13 @@ __all__ = [
     "Progress",
     "RunRequest",
     "RunResult",
+    "build_config",
     "bundled_checkpoint",
     "checkpoint_info",
     "cloud_mask",
     "describe_models",
     "devices",
+    "evaluate",
     "keep_clear",
     "method_info",
     "method_names",
@@ -74,6 +76,7 @@ __all__ = [
     "run",
     "side_by_side",
     "train",
+    "train_run",
 ]
 
 
@@ -477,8 +480,31 @@ def side_by_side(*args: Any, **kwargs: Any) -> Path:
     return _side_by_side(*args, **kwargs)
 
 
+def build_config(*args: Any, **kwargs: Any) -> Any:
+    """The effective training configuration of a dataset run: the model's paper settings, a
+    YAML file, then flags (see :func:`engine.train.run_config.build_config`)."""
+    from .train.run_config import build_config as _build_config
+
+    return _build_config(*args, **kwargs)
+
+
+def train_run(*args: Any, **kwargs: Any) -> Any:
+    """Train on a dataset (SEN12MS-CR, SEN12MS-CR-TS, Planet-CR), one process or under torchrun;
+    writes the run folder (see :func:`engine.train.runner.train_run`)."""
+    from .train.runner import train_run as _train_run
+
+    return _train_run(*args, **kwargs)
+
+
+def evaluate(*args: Any, **kwargs: Any) -> Any:
+    """Score a checkpoint on a dataset split the way the papers do (see :func:`engine.evaluate.evaluate`)."""
+    from .evaluate import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
 def train(config_path: str, **overrides: Any) -> Any:
-    """Train from a YAML config (see ``engine/configs/train``); returns (checkpoint, record)."""
+    """Train from a step-based demo YAML config (see ``engine/configs/train``); returns (checkpoint, record)."""
     from .train.config import TrainConfig
     from .train.loop import train as _train
 

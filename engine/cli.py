@@ -233,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .io.signals import terminate_as_interrupt
 
     args = build_parser().parse_args(argv)
+    # what an interruption leaves: nothing of a prediction; a training run keeps its finished epochs
+    left = ("checkpoints of finished epochs are kept" if args.command in ("train", "pretrain-sar")
+            else "no output written")
     try:
         with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl+C: temporary outputs are removed
             return int(args.func(args))
@@ -240,10 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cloudrm: {exc}", file=sys.stderr)
         return 130
     except Terminated as exc:
-        print(f"cloudrm: {exc}; no output written", file=sys.stderr)
+        print(f"cloudrm: {exc}; {left}", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:
-        print("cloudrm: interrupted; no output written", file=sys.stderr)
+        print(f"cloudrm: interrupted; {left}", file=sys.stderr)
         return 130
     except CloudrmError as exc:
         print(f"cloudrm: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -66,8 +66,7 @@ def _train_demo(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``cloudrm train``."""
     from ..errors import InputError
-    from .run_config import build_config
-    from .runner import train_run
+    from ..api import build_config, train_run
 
     if _is_demo_config(args.config) and not args.model and not args.data and not args.resume:
         return _train_demo(args)
@@ -112,7 +111,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``cloudrm evaluate``."""
-    from ..evaluate import evaluate
+    from ..api import evaluate
 
     bar = _progress("cloudrm evaluate", "image")
     try:
