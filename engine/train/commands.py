@@ -65,8 +65,8 @@ def _train_demo(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``cloudrm train``."""
-    from ..errors import InputError
     from ..api import build_config, train_run
+    from ..errors import InputError
 
     if _is_demo_config(args.config) and not args.model and not args.data and not args.resume:
         return _train_demo(args)
