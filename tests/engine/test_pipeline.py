@@ -39,7 +39,7 @@ class _Source:
     def __init__(self, img: np.ndarray, size: int) -> None:
         self.img, self.size = img, size
 
-    def read(self, tile):  # noqa: ANN001, ANN201
+    def read(self, tile):
         a = np.zeros((1, self.size, self.size), np.float32)
         a[:, : tile.h, : tile.w] = self.img[:, tile.y : tile.y + tile.h, tile.x : tile.x + tile.w]
         return TileData(tile, (a,), np.ones((self.size, self.size), bool))
@@ -48,7 +48,7 @@ class _Source:
         pass
 
 
-def _run(grid, img, forward, batch, progress, hooks=None):  # noqa: ANN001, ANN202
+def _run(grid, img, forward, batch, progress, hooks=None):
     out = np.zeros((1, grid.height, grid.width))
 
     def emit(y: int, x: int, block: np.ndarray) -> None:
@@ -65,7 +65,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing():
     img = np.random.default_rng(1).random((1, 96, 96)).astype(np.float32)
     calls: list[int] = []
 
-    def forward(inputs):  # noqa: ANN001, ANN202
+    def forward(inputs):
         calls.append(inputs[0].shape[0])
         if len(calls) == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -82,7 +82,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing():
 def test_one_tile_that_does_not_fit_is_a_clear_error():
     grid = TileGrid(64, 64, 32, 0, 16)
 
-    def forward(inputs):  # noqa: ANN001, ANN202
+    def forward(inputs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     with pytest.raises(InputError, match="one tile of 32 px does not fit in the memory of cpu: choose a smaller tile"):
@@ -102,11 +102,11 @@ def test_oom_through_the_front_door(tmp_path, monkeypatch):
     predict_scene(opt, sar, tmp_path / "ref.tif", batch_size=2, **common)  # what is left after the halving
     real = predictor.model_forward
 
-    def flaky(net, device, precision):  # noqa: ANN001, ANN202
+    def flaky(net, device, precision):
         fwd = real(net, device, precision)
         state = {"raised": False}
 
-        def forward(inputs):  # noqa: ANN001, ANN202
+        def forward(inputs):
             if not state["raised"] and inputs[0].shape[0] > 1:
                 state["raised"] = True
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
