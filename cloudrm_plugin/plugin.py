@@ -1,11 +1,17 @@
-"""Plugin object. ``initProcessing`` never touches ``iface``, so qgis_process can load it."""
+"""Plugin object. ``initProcessing`` never touches ``iface``, so qgis_process can load it.
+
+Nothing heavy happens here or when the dialog opens: torch is imported in a worker thread
+(see :mod:`.dialog`), never on QGIS's GUI thread.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import QCoreApplication
 
+from .i18n import install_translator, remove_translator
 from .provider import CloudrmProvider
 
 
@@ -17,6 +23,12 @@ class CloudrmPlugin:
         self.provider: CloudrmProvider | None = None
         self.action: Any = None
         self.dialog: Any = None
+        # before any widget or algorithm is created, so their strings are translated
+        self.translator = install_translator()
+
+    @staticmethod
+    def tr(text: str) -> str:
+        return QCoreApplication.translate("CloudrmPlugin", text)
 
     def initProcessing(self) -> None:  # noqa: N802
         if self.provider is None:
@@ -34,9 +46,9 @@ class CloudrmPlugin:
         from .paths import icon_path
 
         # Raster ▸ cloudrm ▸ Remove clouds… and a toolbar button: the dialog (background QgsTask)
-        self.action = QAction(QIcon(str(icon_path())), "Remove clouds…", self.iface.mainWindow())
+        self.action = QAction(QIcon(str(icon_path())), self.tr("Remove clouds…"), self.iface.mainWindow())
         self.action.setObjectName("cloudrmRemoveClouds")
-        self.action.setToolTip("cloudrm: remove clouds from an optical layer with a SAR layer")
+        self.action.setToolTip(self.tr("cloudrm: remove clouds from an optical layer with a SAR layer"))
         self.action.triggered.connect(self.show_dialog)
         self.iface.addPluginToRasterMenu(self.MENU, self.action)
         self.iface.addToolBarIcon(self.action)
@@ -45,7 +57,8 @@ class CloudrmPlugin:
         deps.offer_guided_install(self.iface)  # message-bar "Install…" when torch & co. are missing
 
     def show_dialog(self) -> None:
-        """Open (or raise) the Remove clouds dialog; it is created on first use."""
+        """Open (or raise) the Remove clouds dialog; it is created on first use and shows at once
+        (PyTorch and the checkpoint load in the background)."""
         if self.dialog is None:
             from .dialog import RemoveCloudsDialog
 
@@ -61,10 +74,12 @@ class CloudrmPlugin:
             self.action.deleteLater()
             self.action = None
         if self.dialog is not None:
-            self.dialog.disconnect_project()
+            self.dialog.cleanup()
             self.dialog.close()
             self.dialog.deleteLater()
             self.dialog = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        remove_translator(self.translator)
+        self.translator = None

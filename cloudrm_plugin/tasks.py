@@ -1,15 +1,27 @@
-"""Background cloud removal for the dialog: a QgsTask around the engine's api.
+"""Background work for the desktop GUI: nothing heavy ever runs on QGIS's GUI thread.
 
-``run()`` works in a worker thread and touches no widget and no project: it calls
-``api.predict_scene`` (or ``api.predict_series``), then optionally
-``inference.composite.keep_clear``. ``finished()`` runs on the main thread: it loads the
-result (true-colour style) and the filled-pixels mask, or reports the error / cancel on the
-message bar. Nothing is ever raised into Qt.
+- :class:`BackgroundCalls`: one worker thread for short jobs that import torch or read files
+  (checkpoint metadata, the device list). The dialog shows itself at once and fills in what
+  these return ("loading models…" until then).
+- :class:`AlgorithmTask`: a run from the dialog. It runs the *Processing algorithm* — the same
+  ``cloudrm:removeclouds`` / ``cloudrm:removecloudsmultitemporal`` that the toolbox, the
+  graphical modeler and ``qgis_process`` run — so the same settings give the same file from
+  every front end. As QGIS's own algorithm runner does, ``prepare`` and ``postProcess`` run on
+  the GUI thread and ``runPrepared`` in the task's worker thread. The algorithm's feedback
+  becomes the task's progress (the engine reports progress inside a tile and checks for cancel
+  between the model's blocks); cancel in the task bar cancels the feedback.
+
+A canceled run ends *canceled*, not failed: ``run()`` returns True (QGIS 3.22 has no third
+final state; False would make QGIS announce "Task failed"), the task's description gets
+" – canceled" and the message bar says "canceled, nothing written".
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
+import threading
 import time
 import traceback
 import uuid
@@ -18,224 +30,337 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsProject, QgsTask
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsMessageLog,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsTask,
+)
+from qgis.PyQt.QtCore import QCoreApplication, QObject, Qt, pyqtSignal
 
-from . import deps
-from .layers import load_result_layers, rgb_band_numbers
+from .layers import Ranges, clear_pixel_ranges, layers_with_file, load_result_layers, style_true_colour
 
 LOG_TAG = "cloudrm"
 
 
-@dataclass
-class RunParams:
-    """Everything a run needs; built by the dialog from its widgets (paths, not layers).
+def _tr(text: str) -> str:
+    return QCoreApplication.translate("cloudrm", text)
 
-    ``optical``/``sar`` hold one path each for a single date, or one per date (time order)
-    for a multi-temporal model; ``optical_names``/``sar_names`` are the layer names for messages.
+
+def push_message(iface: Any, level: int, text: str, duration: int = 0, title: str = "cloudrm") -> None:
+    """A message-bar line (and the same line in the cloudrm log); only the log without ``iface``."""
+    QgsMessageLog.logMessage(text, LOG_TAG, level)
+    bar = iface.messageBar() if iface is not None else None
+    if bar is not None:
+        bar.pushMessage(title, text, level, duration)
+
+
+# ---- short background calls (checkpoint metadata, devices) ----------------------------------
+
+
+class _Relay(QObject):
+    """Lives on the GUI thread; a signal emitted from the worker thread is queued to it."""
+
+    done = pyqtSignal(int, object, object)  # call id, result, exception
+
+
+class BackgroundCalls(QObject):
+    """Runs plain callables one after the other in a worker thread; each result (or exception)
+    comes back to ``on_done(result, error)`` on the GUI thread, in order.
+
+    One thread, so two requests never import torch at the same time. It is a daemon Python
+    thread, not a QThread: it can never be destroyed while running (which would abort QGIS),
+    and it does not keep QGIS from quitting. :meth:`shutdown` drops pending callbacks and lets
+    the thread end after the call in progress.
     """
 
+    idle = pyqtSignal()
+    """Emitted on the GUI thread when the last pending call has been delivered."""
+
+    def __init__(self, name: str = "cloudrm-worker", parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._ids = itertools.count(1)
+        self._callbacks: dict[int, Callable[[Any, BaseException | None], None]] = {}
+        self._queue: queue.Queue[tuple[int, Callable[[], Any]] | None] = queue.Queue()
+        self._relay = _Relay(self)
+        self._relay.done.connect(self._deliver, Qt.QueuedConnection)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:  # worker thread
+        relay = self._relay
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            call_id, fn = job
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # handed back to the GUI thread, never lost
+                result, error = None, exc
+            try:
+                relay.done.emit(call_id, result, error)
+            except RuntimeError:  # the owner is gone: nobody to tell
+                return
+
+    def call(self, fn: Callable[[], Any], on_done: Callable[[Any, BaseException | None], None]) -> int:
+        """Queue ``fn()``; returns the call's id."""
+        call_id = next(self._ids)
+        self._callbacks[call_id] = on_done
+        self._queue.put((call_id, fn))
+        return call_id
+
+    @property
+    def pending(self) -> int:
+        """Calls queued or running whose result has not been delivered yet."""
+        return len(self._callbacks)
+
+    @property
+    def thread_name(self) -> str:
+        return self._thread.name
+
+    def _deliver(self, call_id: int, result: Any, error: BaseException | None) -> None:
+        callback = self._callbacks.pop(call_id, None)
+        if callback is not None:
+            try:
+                callback(result, error)
+            except Exception:  # a slot must not raise into Qt
+                QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.Critical)
+        if not self._callbacks:
+            self.idle.emit()
+
+    def shutdown(self, wait_s: float = 0.0) -> None:
+        """Drop pending callbacks; the thread ends after the call in progress (waits up to ``wait_s``)."""
+        self._callbacks.clear()
+        self._queue.put(None)
+        if wait_s > 0:
+            self._thread.join(wait_s)
+
+
+# ---- a run from the dialog ------------------------------------------------------------------
+
+
+@dataclass
+class RunPlan:
+    """What the dialog asks for: an algorithm with its parameters, and what to show afterwards.
+
+    ``parameters`` are the algorithm's own (layer ids for layers, paths for outputs), exactly
+    what ``qgis_process run <algorithm_id>`` would get. The rest is for the GUI.
+    """
+
+    algorithm_id: str
+    parameters: dict[str, Any]
+    layer_name: str
+    """Base name of the result layer (made unique in the project unless it replaces a layer)."""
     optical: list[str]
-    sar: list[str]
-    output: str
-    model: str = "glf_cr"
-    checkpoint: str | None = None
-    device: str = "auto"
-    tile_size: int = 256
-    overlap: int = 32
-    keep_clear: bool = True
-    add_mask: bool = False
-    temporal: bool = False
-    optical_names: list[str] = field(default_factory=list)
-    sar_names: list[str] = field(default_factory=list)
-    feather_px: int = 8
+    """Optical input file(s); for a series the target is found in the output's tags."""
+    input_rgb: list[int]
+    """1-based true-colour bands of the optical input."""
+    output_rgb: list[int]
+    """1-based true-colour bands of the result."""
+    show_mask: bool = False
+    """Add the filled-pixels mask (``parameters['FILLED_MASK']``) as a layer."""
+    stats_mask: str | None = None
+    """A temporary filled-pixels mask asked for only to know the clear pixels; deleted afterwards."""
+    style_input: bool = True
+    """Give the optical input layer(s) the result's stretch (true colour), for comparison."""
+    optical_layer_ids: list[str] = field(default_factory=list)
 
     @property
-    def mask_path(self) -> str | None:
-        """``<output stem>_filled.tif`` beside the output when the mask is wanted."""
-        if not (self.add_mask and self.keep_clear):
-            return None
-        out = Path(self.output)
-        return str(out.with_name(out.stem + "_filled.tif"))
-
-    def name_of(self, optical_path: str | os.PathLike[str]) -> str:
-        """The layer name of one of the optical inputs (the file stem if unknown)."""
-        for path, name in zip(self.optical, self.optical_names or [], strict=False):
-            if Path(path).resolve() == Path(optical_path).resolve():
-                return name
-        return Path(optical_path).stem
+    def output(self) -> str:
+        return str(self.parameters["OUTPUT"])
 
     @property
-    def layer_name(self) -> str:
-        """Result layer name; multi-temporal runs are renamed after the target date when known."""
-        base = self.name_of(self.optical[-1] if self.temporal else self.optical[0])
-        return f"{base} cloud-free ({self.model})"
+    def filled_mask(self) -> str | None:
+        value = self.parameters.get("FILLED_MASK")
+        return str(value) if value else None
 
 
 @dataclass
 class TaskOutcome:
-    """What happened, kept in plain Python (the QgsTask itself is deleted by the task manager)."""
+    """What happened, in plain Python (QGIS's task manager deletes the QgsTask itself)."""
 
     ok: bool = False
     canceled: bool = False
     error: str | None = None
+    results: dict[str, Any] = field(default_factory=dict)
     output: str | None = None
     mask: str | None = None
-    layer_ids: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    infos: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    done: bool = False
     target: str | None = None
-    """The optical raster the output is on (multi-temporal: the series' latest date)."""
-    layer_name: str | None = None
+    """The optical file the output is on (a series: its latest date)."""
+    ranges: Ranges | None = None
+    """The true-colour stretch given to the result (and the input): its clear pixels' 2–98 %."""
+    layer_ids: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    """Ids of layers that already showed the output and were updated in place."""
+    styled_inputs: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    progress: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    canceled_at: float | None = None
+    """time.monotonic() when cancel was asked for; with ``ended_at`` the cancel latency."""
+    ended_at: float | None = None
+    done: bool = False
 
 
-class TaskProgress:
-    """The engine's Progress protocol on top of a QgsTask, mapping ``done/total`` into [lo, hi] %.
+class _Feedback(QgsProcessingFeedback):
+    """Processing feedback that keeps what the algorithm says (and logs it under cloudrm)."""
 
-    Called from the worker thread: ``setProgress`` and ``QgsMessageLog`` are thread-safe.
-    """
+    def __init__(self, outcome: TaskOutcome) -> None:
+        super().__init__()
+        self.outcome = outcome
 
-    def __init__(self, task: QgsTask, outcome: TaskOutcome, lo: float = 0.0, hi: float = 100.0) -> None:
-        self.task, self.outcome, self.lo, self.hi = task, outcome, lo, hi
+    def pushInfo(self, info: str) -> None:  # noqa: N802
+        self.outcome.infos.append(info)
+        QgsMessageLog.logMessage(info, LOG_TAG, Qgis.Info)
 
-    def span(self, lo: float, hi: float) -> TaskProgress:
-        return TaskProgress(self.task, self.outcome, lo, hi)
+    def pushWarning(self, warning: str) -> None:  # noqa: N802
+        self.outcome.warnings.append(warning)
+        QgsMessageLog.logMessage(warning, LOG_TAG, Qgis.Warning)
 
-    def update(self, done: int, total: int) -> None:
-        self.task.setProgress(self.lo + (self.hi - self.lo) * done / max(total, 1))
-
-    def is_canceled(self) -> bool:
-        return self.task.isCanceled()
-
-    def info(self, message: str) -> None:
-        self.outcome.infos.append(message)
-        QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Info)
-
-    def warning(self, message: str) -> None:
-        self.outcome.warnings.append(message)
-        QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning)
+    def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
+        QgsMessageLog.logMessage(error, LOG_TAG, Qgis.Warning)
 
 
-def push_message(iface: Any, level: int, text: str, duration: int = 0) -> None:
-    """A message-bar line (``pushMessage`` with a level = pushCritical/pushInfo...); log only without iface."""
-    QgsMessageLog.logMessage(text, LOG_TAG, level)
-    bar = iface.messageBar() if iface is not None else None
-    if bar is not None:
-        bar.pushMessage("cloudrm", text, level, duration)
+_RUNNING: set[AlgorithmTask] = set()
+"""Python wrappers of queued tasks: the task manager owns only the C++ side."""
 
 
-# Python wrappers of running tasks: the task manager owns only the C++ side.
-_RUNNING: set[RemoveCloudsTask] = set()
+def create_algorithm(algorithm_id: str) -> QgsProcessingAlgorithm:
+    """A fresh instance of a cloudrm algorithm: from the Processing registry (the registered
+    provider), else straight from the plugin's algorithm classes (a provider not registered)."""
+    alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+    if alg is not None:
+        return alg
+    from .algorithms import ALGORITHMS
+
+    name = algorithm_id.split(":", 1)[-1]
+    for cls in ALGORITHMS:
+        if name == cls.NAME:
+            return cls().create()
+    raise ValueError(f"no Processing algorithm {algorithm_id}")
 
 
-class RemoveCloudsTask(QgsTask):
-    """Remove clouds in the background; results are added to ``project`` when done.
+class AlgorithmTask(QgsTask):
+    """Run a :class:`RunPlan` in QGIS's task manager; load and style the result when done.
 
     Args:
-        params: the run (paths, model, options).
+        plan: the algorithm, its parameters and what to show.
         iface: QgisInterface for message-bar lines (None: the QGIS log only).
-        project: where layers go (default: the current project).
-        on_done: called on the main thread with the :class:`TaskOutcome` after ``finished``.
+        project: where the layers are (default: the current project).
+        on_done: called on the GUI thread with the :class:`TaskOutcome` at the very end.
     """
 
     def __init__(
         self,
-        params: RunParams,
+        plan: RunPlan,
         iface: Any = None,
         project: QgsProject | None = None,
         on_done: Callable[[TaskOutcome], None] | None = None,
     ) -> None:
-        super().__init__(f"cloudrm: {params.layer_name}", QgsTask.CanCancel)
-        self.params = params
+        super().__init__(f"cloudrm: {plan.layer_name}", QgsTask.CanCancel)
+        self.plan = plan
         self.iface = iface
-        self.project = project
+        self.project = project or QgsProject.instance()
         self.on_done = on_done
         self.outcome = TaskOutcome()
+        self.feedback = _Feedback(self.outcome)
+        # the engine's progress (fractions of a tile) reaches the task bar from the worker thread
+        self.feedback.progressChanged.connect(self._progress, Qt.DirectConnection)
+        self.context = QgsProcessingContext()
+        self.context.setProject(self.project)
+        self.algorithm = create_algorithm(plan.algorithm_id)
+        self._t0 = 0.0
+        if not self.algorithm.prepare(plan.parameters, self.context, self.feedback):
+            self.outcome.error = _tr("the algorithm could not be prepared")
+
+    # ---- any thread ---------------------------------------------------------------------
+    def cancel(self) -> None:
+        """The task bar's cancel: the engine sees it at its next check (between model blocks)."""
+        if self.outcome.canceled_at is None:
+            self.outcome.canceled_at = time.monotonic()
+        self.feedback.cancel()
+        super().cancel()
+
+    def _progress(self, percent: float) -> None:
+        self.outcome.progress.append(percent)
+        self.setProgress(percent)
+        if self.isCanceled() and not self.feedback.isCanceled():
+            self.feedback.cancel()
 
     # ---- worker thread ------------------------------------------------------------------
     def run(self) -> bool:
-        t0 = time.time()
+        self._t0 = time.monotonic()
         try:
-            self._work()
-            return True
-        except Exception as exc:
-            errors = _errors_module()
-            if errors is not None and isinstance(exc, errors.Canceled):
-                self.outcome.canceled = True
-            elif errors is not None and isinstance(exc, errors.CloudrmError):
-                self.outcome.error = str(exc)
-            else:
-                self.outcome.error = f"{type(exc).__name__}: {exc}"
-                QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.Critical)
-            if self.isCanceled() and self.outcome.error is None:
-                self.outcome.canceled = True
+            return self._run()
+        finally:
+            self.outcome.seconds = time.monotonic() - self._t0
+            self.outcome.ended_at = time.monotonic()
+
+    def _run(self) -> bool:
+        o, plan = self.outcome, self.plan
+        if o.error is not None:
             return False
-        finally:
-            self.outcome.seconds = time.time() - t0
-
-    def _work(self) -> None:
-        p = self.params
-        missing = deps.missing_dependencies()
-        if missing:
-            raise RuntimeError(f"Python package(s) {', '.join(missing)} missing.\n{deps.INSTALL_HELP}")
-        api = deps.engine_module("api")
-        progress = TaskProgress(self, self.outcome)
-        out = Path(p.output)
-        # the raw prediction goes to a hidden file beside the output, removed whatever happens
-        predicted = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.prediction.tif") if p.keep_clear else out
-        predict_span = progress.span(0.0, 90.0) if p.keep_clear else progress
-        common = dict(
-            model=p.model, checkpoint=p.checkpoint or None, device=p.device,
-            tile_size=p.tile_size, overlap=p.overlap, progress=predict_span,
-        )
+        if self.isCanceled():
+            o.canceled = True
+            return True
         try:
-            if p.temporal:
-                predict_series = getattr(api, "predict_series", None)
-                if predict_series is None:
-                    raise RuntimeError(
-                        "multi-temporal cloud removal is not available in this version of the cloudrm engine "
-                        "(engine api has no predict_series); use the single-date mode"
-                    )
-                common.pop("model")
-                res = predict_series(
-                    p.optical, p.sar or None, predicted, method=p.model,
-                    optical_names=p.optical_names or None, sar_names=p.sar_names or None, **common,
-                )
-                target = str(res.target)
-            else:
-                api.predict_scene(
-                    p.optical[0], p.sar[0], predicted,
-                    optical_name=(p.optical_names or [None])[0], sar_name=(p.sar_names or [None])[0], **common,
-                )
-                target = p.optical[0]
-            self.outcome.target = target
-            self.outcome.layer_name = f"{p.name_of(target)} cloud-free ({p.model})"
-            if p.keep_clear:
-                composite = deps.engine_module("inference.composite")
-                res = composite.keep_clear(
-                    target, predicted, out, feather_px=p.feather_px,
-                    progress=progress.span(90.0, 100.0), mask_out=p.mask_path,
-                )
-                self.outcome.infos.append(
-                    f"{res.cloudy_pixels} of {res.pixels} pixels cloudy ({100 * res.cloud_fraction:.1f} %), "
-                    f"{res.filled_pixels} filled by the model"
-                )
-        finally:
-            if predicted != out:
-                predicted.unlink(missing_ok=True)
-        self.outcome.output = str(out)
-        self.outcome.mask = p.mask_path
+            o.results = dict(self.algorithm.runPrepared(plan.parameters, self.context, self.feedback) or {})
+        except QgsProcessingException as exc:
+            message = _exception_text(exc)
+            if self.feedback.isCanceled() or self.isCanceled() or message.startswith("Canceled"):
+                o.canceled = True
+                return True  # canceled is not failed (see the module docstring)
+            o.error = message
+            return False
+        except Exception as exc:  # a bug: keep the traceback in the log
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.Critical)
+            o.error = f"{type(exc).__name__}: {exc}"
+            return False
+        o.output = str(o.results.get("OUTPUT") or plan.output)
+        o.target = self._target(o.output)
+        mask = plan.filled_mask or plan.stats_mask
+        try:  # the shared stretch: the input's clear pixels (reading pixels: worker thread)
+            o.ranges = clear_pixel_ranges(
+                o.target, plan.input_rgb, mask if mask and Path(mask).is_file() else None
+            )
+        except Exception as exc:  # the result stands; it gets its own stretch
+            o.warnings.append(_tr("could not compute the input's statistics: {error}").format(error=exc))
+        return True
 
-    # ---- main thread --------------------------------------------------------------------
+    def _target(self, output: str) -> str:
+        """The optical file the output is on: the only one, or the series' latest (output tag)."""
+        if len(self.plan.optical) == 1:
+            return self.plan.optical[0]
+        try:
+            from osgeo import gdal
+
+            tagged = (gdal.Open(output).GetMetadata() or {}).get("CLOUDRM_TARGET", "")
+        except Exception:  # fall back to the last date given
+            tagged = ""
+        for path in self.plan.optical:
+            if tagged and (Path(tagged).name == Path(path).name or tagged == path):
+                return path
+        return self.plan.optical[-1]
+
+    # ---- GUI thread ---------------------------------------------------------------------
     def finished(self, result: bool) -> None:
         try:
             self._finish(result)
-        except Exception as exc:
+        except Exception as exc:  # never raise into Qt
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.Critical)
             self.outcome.ok = False
-            self.outcome.error = f"could not load the result: {type(exc).__name__}: {exc}"
-            push_message(self.iface, Qgis.Critical, self.outcome.error)
+            self.outcome.error = _tr("could not show the result: {error}").format(error=f"{type(exc).__name__}: {exc}")
+            push_message(self.iface, Qgis.Critical, f"{self.plan.layer_name}: {self.outcome.error}")
         finally:
+            if self.plan.stats_mask:
+                Path(self.plan.stats_mask).unlink(missing_ok=True)
             self.outcome.done = True
             _RUNNING.discard(self)
             if self.on_done is not None:
@@ -245,41 +370,57 @@ class RemoveCloudsTask(QgsTask):
                     QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.Critical)
 
     def _finish(self, result: bool) -> None:
-        p, o = self.params, self.outcome
-        if not result:
-            if o.canceled or (o.error is None and self.isCanceled()):
-                o.canceled = True
-                push_message(self.iface, Qgis.Info, f"{p.layer_name}: canceled, nothing written", 5)
-            else:
-                push_message(self.iface, Qgis.Critical, f"{p.layer_name}: {o.error or 'failed'}")
+        plan, o = self.plan, self.outcome
+        if o.canceled:
+            # before the task manager announces the end: QGIS shows the description then
+            self.setDescription(f"cloudrm: {plan.layer_name} – " + _tr("canceled"))
+            push_message(self.iface, Qgis.Info, f"{plan.layer_name}: " + _tr("canceled, nothing written"), 5)
             return
-        layers = load_result_layers(o.output, o.layer_name or p.layer_name, _rgb(p.model), o.mask, self.project)
+        if not result:
+            push_message(self.iface, Qgis.Critical, f"{plan.layer_name}: {o.error or _tr('failed')}")
+            return
+        try:
+            self.algorithm.postProcess(self.context, self.feedback)
+        except QgsProcessingException as exc:
+            o.warnings.append(_exception_text(exc))
+        assert o.output is not None
+        o.mask = plan.filled_mask if plan.show_mask and plan.filled_mask and Path(plan.filled_mask).is_file() else None
+        before = set(self.project.mapLayers())
+        inputs = layers_with_file(self.project, o.target) if o.target else []
+        layers = load_result_layers(o.output, plan.layer_name, plan.output_rgb, o.mask, self.project, o.ranges,
+                                    above=inputs[0] if inputs else None)
         o.layer_ids = [lyr.id() for lyr in layers]
+        o.replaced = [i for i in o.layer_ids if i in before]
+        if plan.style_input and o.ranges is not None:
+            for layer in inputs:
+                if layer.bandCount() >= max(plan.input_rgb):
+                    style_true_colour(layer, plan.input_rgb, o.ranges)
+                    o.styled_inputs.append(layer.id())
         o.ok = True
         for w in o.warnings:
             push_message(self.iface, Qgis.Warning, w, 10)
-        push_message(self.iface, Qgis.Success, f"{o.layer_name or p.layer_name}: done in {o.seconds:.1f} s → {o.output}", 5)
+        push_message(
+            self.iface, Qgis.Success,
+            _tr("{name}: done in {seconds:.1f} s → {path}").format(
+                name=layers[0].name(), seconds=o.seconds, path=o.output),
+            5,
+        )
 
 
-def _rgb(model: str) -> list[int]:
-    """1-based true-colour bands of a model's output; weight-free baselines output S2 L1C."""
-    try:
-        card = deps.engine_module("models").model_card(model)
-        return rgb_band_numbers(card.output_bands or card.optical_bands, card.rgb_bands)
-    except Exception:
-        bands = deps.engine_module("data.bands")
-        return rgb_band_numbers(bands.S2_BANDS, bands.S2_RGB)
+def _exception_text(exc: BaseException) -> str:
+    """The message of a (sip-wrapped) QgsProcessingException."""
+    return str(exc.args[0]) if exc.args else str(exc)
 
 
-def _errors_module() -> Any:
-    try:
-        return deps.engine_module("errors")
-    except Exception:
-        return None
+def temporary_mask_path() -> str:
+    """A fresh path for a filled-pixels mask wanted only for statistics (deleted after the run)."""
+    from qgis.core import QgsProcessingUtils
+
+    return os.path.join(QgsProcessingUtils.tempFolder(), f"cloudrm_filled_{uuid.uuid4().hex[:12]}.tif")
 
 
-def start_task(task: RemoveCloudsTask) -> RemoveCloudsTask:
-    """Queue ``task`` in QGIS's task manager (progress bar in the status bar, cancel button)."""
+def start_task(task: AlgorithmTask) -> AlgorithmTask:
+    """Queue ``task`` in QGIS's task manager (progress bar and cancel button in the status bar)."""
     _RUNNING.add(task)
     QgsApplication.taskManager().addTask(task)
     return task

@@ -17,7 +17,9 @@ def test_release_zip_layout(tmp_path):
     for must in ("cloudrm_plugin/__init__.py", "cloudrm_plugin/metadata.txt", "cloudrm_plugin/engine/__init__.py",
                  "cloudrm_plugin/engine/models/glf_cr.py", "cloudrm_plugin/engine/configs/models/glf_cr.yaml",
                  "cloudrm_plugin/resources/checkpoints/glf_cr_demo.pt", "cloudrm_plugin/resources/icons/cloudrm.svg",
-                 "cloudrm_plugin/resources/sample/README.md", "cloudrm_plugin/help/algorithms.yaml"):
+                 "cloudrm_plugin/resources/sample/README.md", "cloudrm_plugin/help/algorithms.yaml",
+                 "cloudrm_plugin/LICENSE", "cloudrm_plugin/help/user_guide.html", "cloudrm_plugin/helpwindow.py",
+                 "cloudrm_plugin/i18n/cloudrm.ts", "cloudrm_plugin/i18n/__init__.py", "cloudrm_plugin/widgets.py"):
         assert must in names, must
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/tests/" in n]
     assert "cloudrm_plugin/site_paths.txt" not in names
@@ -25,6 +27,44 @@ def test_release_zip_layout(tmp_path):
     meta.read_string(zipfile.ZipFile(out).read("cloudrm_plugin/metadata.txt").decode())
     assert meta["general"]["hasProcessingProvider"] == "yes"
     assert meta["general"]["qgisMinimumVersion"] == "3.22"
+    licence = zipfile.ZipFile(out).read("cloudrm_plugin/LICENSE").decode()
+    assert "SPDX-License-Identifier: GPL-2.0-or-later" in licence
+    assert "GNU GENERAL PUBLIC LICENSE\n                       Version 2, June 1991" in licence
+    assert "END OF TERMS AND CONDITIONS" in licence
+
+
+def test_metadata_names_every_model_and_invents_no_urls():
+    from cloudrm_engine import api
+
+    meta = configparser.ConfigParser()
+    meta.read_string((REPO / "metadata.txt").read_text(encoding="utf-8"))
+    general = meta["general"]
+    for name in api.method_names():  # every single-date and multi-temporal model and method
+        assert name in general["about"], name
+    assert "GPL-2.0-or-later" in general["about"]
+    # no public home yet: the fields exist, empty (the plugin repository asks for them later)
+    assert (general["homepage"], general["tracker"], general["repository"]) == ("", "", "")
+    assert "http" not in (REPO / "metadata.txt").read_text(encoding="utf-8")
+
+
+def test_translation_skeleton_is_current():
+    """cloudrm_plugin/i18n/cloudrm.ts lists every translatable string (scripts/plugin.py ts)."""
+    import importlib.util
+    from xml.sax.saxutils import escape as xml_escape
+
+    spec = importlib.util.spec_from_file_location("plugin_script", REPO / "scripts" / "plugin.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shipped = (REPO / "cloudrm_plugin" / "i18n" / "cloudrm.ts").read_text(encoding="utf-8")
+    assert "<source>Run</source>" in shipped and "<name>RemoveCloudsDialog</name>" in shipped
+    # the desktop strings (dialog, help, plugin, task, layers, widgets) are all in it
+    desktop = ("dialog.py", "helpwindow.py", "plugin.py", "tasks.py", "layers.py", "widgets.py")
+    missing = [
+        (ctx, text) for ctx, texts in script.translatable_strings().items() for text, places in texts.items()
+        if any(p.split(":")[0] in desktop for p in places)
+        and f"<source>{xml_escape(text)}</source>" not in shipped
+    ]
+    assert not missing, f"run: python scripts/plugin.py ts ({len(missing)} new strings, e.g. {missing[:3]})"
 
 
 # --- the zip as a user installs it (Plugins ▸ Install from ZIP = unzip into the profile) ----------
@@ -68,7 +108,7 @@ def test_package_script_output_has_the_model_chain_and_no_generator(tmp_path):
 
 
 def test_installed_zip_loads_in_a_fresh_profile(zip_profile):
-    config, env = zip_profile
+    _, env = zip_profile
     r = subprocess.run([QGIS_PROCESS, "plugins"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "* cloudrm_plugin" in r.stdout  # '*' = enabled

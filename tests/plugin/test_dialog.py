@@ -1,11 +1,16 @@
-"""The GUI path: Remove clouds dialog → QgsTask → layers on the map (pytest-qgis, offscreen).
+"""The desktop dialog, driven through its real widgets (pytest-qgis, offscreen).
 
-Screenshots (dialog in both modes, result on a map render) are written to ``out/screenshots/``.
+Layers and band counts, models with and without weights, validation before Run, keep-clear per
+input, tooltips, remembered settings, help, translations; then runs through the Processing
+algorithm in a QgsTask: the result styled like the input (before/after differ only where the
+model filled), overwrite questions and layers replaced in place, errors kept in the dialog.
+Screenshots go to ``out/screenshots/``.
 """
 
 from __future__ import annotations
 
-import time
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,209 +19,330 @@ import rasterio
 from qgis.core import (
     Qgis,
     QgsApplication,
-    QgsMapRendererSequentialJob,
-    QgsMapSettings,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
+    QgsPointXY,
     QgsProject,
     QgsRasterLayer,
-    QgsVectorLayer,
+    QgsSettings,
 )
-from qgis.PyQt import sip
-from qgis.PyQt.QtCore import QSize, Qt
-from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QListWidget, QRadioButton
 
-from tests.conftest import DEMO_CKPT, REPO, crop_sample
+from tests.conftest import write_geotiff
+from tests.plugin import gui_support
+from tests.plugin.gui_support import (
+    SHOTS,
+    answer_next_question,
+    close_dialog,
+    distinct_colours,
+    messages,
+    open_dialog,
+    render,
+    select,
+    settle,
+    side_by_side,
+    wait_until,
+)
 
-SHOTS = REPO / "out" / "screenshots"
-
-
-# ---- helpers ---------------------------------------------------------------------------
-def wait_until(predicate, timeout: float = 180.0) -> int:
-    """Run the Qt event loop until ``predicate()``; returns the loop iterations (responsiveness)."""
-    t0, spins = time.time(), 0
-    while not predicate():
-        if time.time() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout} s")
-        QgsApplication.processEvents()
-        time.sleep(0.005)
-        spins += 1
-    return spins
-
-
-def distinct_colours(png: Path) -> int:
-    img = QImage(str(png))
-    assert not img.isNull() and img.width() > 50 and img.height() > 50, png
-    step = max(1, min(img.width(), img.height()) // 40)
-    return len({img.pixel(x, y) for x in range(0, img.width(), step) for y in range(0, img.height(), step)})
+# the fixtures this module uses (pytest finds fixtures by name in the module)
+settings_profile = gui_support.settings_profile
+scene = gui_support.scene
+dialog = gui_support.dialog
 
 
-def render(layers: list[QgsRasterLayer], size: int = 320) -> QImage:
-    ms = QgsMapSettings()
-    ms.setLayers(layers)  # first = on top
-    ms.setDestinationCrs(layers[-1].crs())
-    ms.setExtent(layers[-1].extent())
-    ms.setOutputSize(QSize(size, size))
-    ms.setBackgroundColor(QColor("white"))
-    job = QgsMapRendererSequentialJob(ms)
-    job.start()
-    job.waitForFinished()
-    return job.renderedImage()
+def api():
+    from cloudrm_plugin import deps
+
+    return deps.api()
 
 
-def side_by_side(panels: list[tuple[str, QImage]], path: Path) -> Path:
-    w = sum(img.width() for _, img in panels) + 10 * (len(panels) + 1)
-    h = max(img.height() for _, img in panels) + 40
-    canvas = QImage(w, h, QImage.Format_ARGB32)
-    canvas.fill(QColor("white"))
-    p = QPainter(canvas)
-    font = QFont()
-    font.setPixelSize(14)
-    p.setFont(font)
-    x = 10
-    for title, img in panels:
-        p.drawText(x, 22, title)
-        p.drawImage(x, 30, img)
-        x += img.width() + 10
-    p.end()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert canvas.save(str(path))
-    return path
+def run_dialog(dlg, timeout: float = 600.0):
+    """Press Run (the dialog's own start) and wait for the task's end; returns the outcome."""
+    task = dlg.start()
+    assert task is not None, dlg.message.text()
+    outcome = task.outcome
+    wait_until(lambda: outcome.done, timeout=timeout)
+    return task, outcome
 
 
-@pytest.fixture
-def scene(qgis_iface, qgis_new_project, tmp_path):
-    """A project with the cropped sample S2 (13 bands), S1 (2 bands) and a vector layer."""
-    opt, sar = crop_sample(tmp_path, 0, 64, 64, tag="cloudy")
-    project = QgsProject.instance()
-    s2 = QgsRasterLayer(str(opt), "S2 cloudy")
-    s1 = QgsRasterLayer(str(sar), "S1 VV VH")
-    pts = QgsVectorLayer("Point?crs=EPSG:32631", "field points", "memory")
-    assert s2.isValid() and s1.isValid() and pts.isValid()
-    project.addMapLayers([s2, s1, pts])
-    yield {"s2": s2, "s1": s1, "vector": pts, "opt": opt, "sar": sar, "tmp": tmp_path}
-    project.removeAllMapLayers()
+def small_tiles(dlg) -> None:
+    """Quick CPU runs on the 64 px crops: 32 px tiles, 8 px overlap."""
+    select(dlg.device_combo, "cpu")
+    dlg.tile_spin.setValue(32)
+    dlg.overlap_spin.setValue(8)
 
 
-@pytest.fixture
-def dialog(qgis_iface, scene):
-    from cloudrm_plugin.dialog import RemoveCloudsDialog
-
-    dlg = RemoveCloudsDialog(qgis_iface)
-    yield dlg
-    dlg.disconnect_project()
-    dlg.close()
-    sip.delete(dlg)  # now, not at some later garbage collection (the layers are removed next)
-
-
-def messages(iface, level) -> list[str]:
-    return iface.messageBar().get_messages(level)
-
-
-# ---- the dialog ------------------------------------------------------------------------
-def test_dialog_lists_exactly_the_raster_layers_with_band_counts(dialog, scene):
-    dialog.show()
+# ---- what the dialog offers --------------------------------------------------------------
+def test_dialog_lists_raster_layers_with_band_counts_and_marks_models_without_weights(dialog, scene):
     for combo in (dialog.optical_combo, dialog.sar_combo):
         names = sorted(combo.itemText(i) for i in range(combo.count()))
-        assert names == ["S1 VV VH", "S2 cloudy"]
+        assert names == ["S1 VV VH", "S2 cloudy"]  # no vector layer
     # preselected by band count (13 = the checkpoint's optical bands, 2 = SAR)
     assert dialog.optical_combo.currentLayer() is scene["s2"] and dialog.sar_combo.currentLayer() is scene["s1"]
-    dialog.optical_combo.setLayer(scene["s2"])
-    dialog.sar_combo.setLayer(scene["s1"])
-    assert dialog.optical_bands.text() == "13 bands"
-    assert dialog.sar_bands.text() == "2 bands"
-    # the wrong way round: the label says what the model expects
-    dialog.optical_combo.setLayer(scene["s1"])
-    assert dialog.optical_bands.text() == "2 bands (model: 13)"
-    dialog.optical_combo.setLayer(scene["s2"])
-    # model list: non-temporal cards only; checkpoint metadata read from the bundled file
+    assert (dialog.optical_bands.text(), dialog.sar_bands.text()) == ("13 bands", "2 bands")
     models = [dialog.model_combo.itemData(i) for i in range(dialog.model_combo.count())]
-    from cloudrm_engine.models import list_models
-
-    assert models == list_models(temporal=False) and "glf_cr" in models
+    assert models == api().method_names(temporal=False) and dialog.model_combo.currentData() == "glf_cr"
+    for i, name in enumerate(models):
+        text = dialog.model_combo.itemText(i)
+        info = api().method_info(name)
+        assert text.startswith(f"{name} – {info.title}")
+        assert text.endswith("· no bundled weights") == info.needs_checkpoint, text
+        assert text.endswith("· bundled weights") == info.bundled_weights, text
+    assert api().method_info("glf_cr").bundled_weights and api().method_info("cafr").needs_checkpoint
+    # the checkpoint field says, per model, what it needs
+    placeholder = dialog.checkpoint_widget.lineEdit().placeholderText
+    assert placeholder() == "empty = the bundled weights (glf_cr_demo.pt)"
     info = dialog.checkpoint_info.text()
     assert "glf_cr_demo.pt (bundled): 13 optical bands (B1, B2, B3 … B12); SAR VV, VH." in info
     assert "Trained on: DEMO ONLY" in info
+    select(dialog.model_combo, "cafr")
+    assert placeholder() == "required: cafr ships no weights – choose a .pt/.pth file"
+    select(dialog.model_combo, "glf_cr")
     devices = [dialog.device_combo.itemData(i) for i in range(dialog.device_combo.count())]
     assert devices[:2] == ["auto", "cpu"] and all(d.startswith("cuda:") for d in devices[2:])
-    assert (dialog.tile_spin.value(), dialog.overlap_spin.value()) == (256, 32)
+    # 0 = the model's default tiling, said so in the spin boxes
+    assert (dialog.tile_spin.value(), dialog.overlap_spin.value()) == (0, 0)
+    assert (dialog.tile_spin.text(), dialog.overlap_spin.text()) == ("model default (256 px)", "model default (32 px)")
     assert dialog.keep_clear_check.isChecked() and dialog.mask_check.isEnabled()
-    dialog.keep_clear_check.setChecked(False)
-    assert not dialog.mask_check.isEnabled()
-    dialog.keep_clear_check.setChecked(True)
-    # output proposed beside the optical file
-    assert dialog.output_widget.filePath() == str(scene["opt"].with_name("cloudy_s2_cloudfree.tif"))
+    assert dialog.output_widget.filePath() == str(scene["opt"].with_name("cloudy_s2_cloudfree_glf_cr.tif"))
+    assert dialog.run_button.isEnabled() and not dialog.message.isVisible()
     dialog.mask_check.setChecked(True)
-    QgsApplication.processEvents()
+    settle()
     png = SHOTS / "dialog_single_date.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     assert dialog.grab().save(str(png))
     assert png.stat().st_size > 2000 and distinct_colours(png) > 5
 
 
-def test_multitemporal_lists_are_checkable_rasters_only(dialog, scene):
-    dialog.show()
+def test_multitemporal_opens_on_a_method_that_runs_and_leaves_no_gap(dialog, scene):
+    def gap() -> int:  # from the bottom of the inputs shown to the top of the Model box
+        page = dialog.single_page if not dialog.temporal else dialog.temporal_page
+        return dialog.model_combo.parentWidget().geometry().top() - page.geometry().bottom()
+
+    settle()
+    single_gap, single_height = gap(), dialog.sizeHint().height()
     dialog.mode_temporal.click()
-    assert dialog.inputs.currentIndex() == 1
+    settle()
+    assert dialog.temporal_page.isVisible() and not dialog.single_page.isVisible()
+    assert dialog.model_combo.currentData() == "least_cloudy"  # runs without weights
+    assert "weight-free" in dialog.checkpoint_info.text() and "b00020" not in dialog.checkpoint_info.styleSheet()
+    assert not dialog.checkpoint_widget.isEnabled()
+    assert dialog.checkpoint_widget.lineEdit().placeholderText() == "not used: least_cloudy needs no weights"
+    methods = [dialog.model_combo.itemData(i) for i in range(dialog.model_combo.count())]
+    assert methods == api().method_names(temporal=True)
+    assert dialog.model_combo.itemText(methods.index("ca_mtcr")).endswith("· no bundled weights")
     for lst in (dialog.optical_list, dialog.sar_list):
         texts = sorted(lst.item(i).text() for i in range(lst.count()))
         assert texts == ["S1 VV VH  (2 bands)", "S2 cloudy  (13 bands)"]
         assert all(lst.item(i).flags() & Qt.ItemIsUserCheckable for i in range(lst.count()))
-    from cloudrm_engine.models import list_models
-
-    models = [dialog.model_combo.itemData(i) for i in range(dialog.model_combo.count())]
-    assert models == list_models(temporal=True) + ["least_cloudy", "mosaicing"]
     # a layer added later shows up in the lists
     extra = QgsRasterLayer(str(scene["opt"]), "S2 second date")
     QgsProject.instance().addMapLayer(extra)
-    assert "S2 second date  (13 bands)" in [dialog.optical_list.item(i).text() for i in range(dialog.optical_list.count())]
+    listed = [dialog.optical_list.item(i).text() for i in range(dialog.optical_list.count())]
+    assert "S2 second date  (13 bands)" in listed
     for i in range(dialog.optical_list.count()):
         if "S2" in dialog.optical_list.item(i).text():
             dialog.optical_list.item(i).setCheckState(Qt.Checked)
-    sar_item = [dialog.sar_list.item(i) for i in range(dialog.sar_list.count()) if "S1" in dialog.sar_list.item(i).text()]
-    sar_item[0].setCheckState(Qt.Checked)
     assert [lyr.name() for lyr in dialog.checked_layers(dialog.optical_list)] == ["S2 cloudy", "S2 second date"]
-    dialog.model_combo.setCurrentIndex(dialog.model_combo.findData("ca_mtcr"))
-    with pytest.raises(ValueError, match="2 optical but 1 SAR layers checked"):
-        dialog.parameters()
-    QgsApplication.processEvents()
+    assert dialog.run_button.isEnabled(), dialog.message.text()
+    select(dialog.model_combo, "ca_mtcr")  # needs SAR per date and a checkpoint: said in full
+    assert not dialog.run_button.isEnabled()
+    text = dialog.message.text()
+    assert "ca_mtcr ships no weights: choose a checkpoint file (.pt/.pth) trained for ca_mtcr" in text
+    assert "ca_mtcr needs one SAR layer per date: 2 optical but 0 SAR layers checked" in text
+    select(dialog.model_combo, "least_cloudy")
+    settle()
     png = SHOTS / "dialog_multi_temporal.png"
-    png.parent.mkdir(parents=True, exist_ok=True)
     assert dialog.grab().save(str(png))
     assert distinct_colours(png) > 5
     dialog.mode_single.click()
-    assert dialog.inputs.currentIndex() == 0 and dialog.model_combo.currentData() == "glf_cr"
+    settle()
+    assert dialog.single_page.isVisible() and dialog.model_combo.currentData() == "glf_cr"
+    assert gap() == single_gap and gap() < 20  # no blank gap after switching back
+    assert dialog.sizeHint().height() == single_height
 
 
-def test_checkpoint_errors_are_shown_inline(dialog, scene):
-    bad = scene["tmp"] / "notes.pt"
-    bad.write_text("not a checkpoint")
-    dialog.checkpoint_widget.setFilePath(str(bad))
-    text = dialog.checkpoint_info.text()
-    assert "is not a readable weights-only PyTorch checkpoint" in text and "notes.pt" in text
-    assert "b00020" in dialog.checkpoint_info.styleSheet()
-    dialog.output_widget.setFilePath(str(scene["tmp"] / "x.tif"))
-    assert dialog.start() is None and "not a readable" in dialog.message.text()
-    dialog.checkpoint_widget.setFilePath("")
-    assert "13 optical bands" in dialog.checkpoint_info.text()
-
-
+# ---- validation before Run ---------------------------------------------------------------
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda d, s: d.output_widget.setFilePath(str(s["tmp"] / "out.png")), "must be a GeoTIFF"),
-        (lambda d, s: d.output_widget.setFilePath(str(s["opt"])), "is one of the inputs"),
-        (lambda d, s: d.sar_combo.setLayer(s["s2"]), "the same layer"),
-        (lambda d, s: d.overlap_spin.setValue(300), "overlap must be smaller"),
+        (lambda d, s: d.output_widget.setFilePath(str(s["tmp"] / "out.png")),
+         "the output must be a GeoTIFF (.tif), got"),
+        (lambda d, s: d.output_widget.setFilePath(str(s["opt"])), "is one of the inputs: choose another file"),
+        (lambda d, s: d.output_widget.setFilePath(str(s["tmp"] / "no" / "x.tif")), "does not exist"),
+        (lambda d, s: d.sar_combo.setLayer(s["s2"]), "the optical and the SAR layer are the same layer ('S2 cloudy')"),
+        (lambda d, s: d.optical_combo.setLayer(s["s1"]),
+         "optical layer 'S1 VV VH' has 2 band(s); glf_cr expects 13 (B1, B2, B3 … B12)"),
+        (lambda d, s: (d.tile_spin.setValue(64), d.overlap_spin.setValue(64)),
+         "the tile overlap (64 px) must be smaller than the tile size (64 px)"),
     ],
 )
-def test_bad_choices_are_refused_in_the_dialog(dialog, scene, change, expected):
-    dialog.optical_combo.setLayer(scene["s2"])
-    dialog.sar_combo.setLayer(scene["s1"])
+def test_run_stays_disabled_while_anything_is_wrong_and_says_why_in_full(dialog, scene, change, expected):
+    assert dialog.run_button.isEnabled()
     change(dialog, scene)
+    settle(0.01)
+    assert not dialog.run_button.isEnabled()
+    assert expected in dialog.message.text() and dialog.message.isVisible()
+    assert dialog.message.wordWrap() and "b00020" in dialog.message.styleSheet()
+    assert dialog.start() is None and not dialog.tasks and dialog.isVisible()  # nothing closes
+
+
+def test_band_count_warning_blocks_run_and_stale_messages_clear(dialog, scene):
+    dialog.optical_combo.setLayer(scene["s1"])
+    assert dialog.optical_bands.text() == "2 bands (model: 13)" and "b00020" in dialog.optical_bands.styleSheet()
+    assert not dialog.run_button.isEnabled()
+    dialog.optical_combo.setLayer(scene["s2"])
+    assert dialog.optical_bands.text() == "13 bands" and dialog.run_button.isEnabled()
+    assert dialog.message.text() == ""
+    select(dialog.model_combo, "cafr")  # no weights: a red error …
+    assert "cafr ships no weights" in dialog.checkpoint_info.text() and not dialog.run_button.isEnabled()
+    select(dialog.model_combo, "glf_cr")  # … that is gone once the choice changes back
+    assert "cafr" not in dialog.checkpoint_info.text() + dialog.message.text()
+    assert "b00020" not in dialog.checkpoint_info.styleSheet() and dialog.run_button.isEnabled()
+
+
+def test_checkpoint_is_read_in_the_background_and_errors_are_shown_inline_in_full(dialog, scene):
+    bad = scene["tmp"] / "notes.pt"
+    bad.write_text("not a checkpoint")
+    dialog.checkpoint_widget.setFilePath(str(bad))
+    assert dialog.loading and "loading models…" in dialog.checkpoint_info.text()
+    assert not dialog.run_button.isEnabled()
+    wait_until(lambda: not dialog.loading)
+    with pytest.raises(api().CheckpointError) as err:
+        api().checkpoint_info(str(bad), "glf_cr")
+    assert dialog.checkpoint_info.text() == str(err.value)  # the engine's message, whole
+    assert "notes.pt is not a readable weights-only PyTorch checkpoint" in dialog.checkpoint_info.text()
+    assert "b00020" in dialog.checkpoint_info.styleSheet() and not dialog.run_button.isEnabled()
     assert dialog.start() is None
-    assert expected in dialog.message.text()
-    assert not dialog.tasks
+    dialog.checkpoint_widget.setFilePath("")
+    assert "13 optical bands" in dialog.checkpoint_info.text() and dialog.run_button.isEnabled()
+
+
+def test_keep_clear_follows_the_optical_input_and_a_mask_layer(dialog, scene):
+    with rasterio.open(scene["opt"]) as src:
+        rgb = src.read([4, 3, 2])
+        crs, transform = src.crs.to_string(), src.transform
+    rgb_path = write_geotiff(scene["tmp"] / "rgb.tif", rgb, crs, transform, descriptions=["B4", "B3", "B2"])
+    mask_path = write_geotiff(scene["tmp"] / "mask.tif", (rgb[:1] > 3000).astype("uint8"), crs, transform)
+    rgb_layer, mask_layer = QgsRasterLayer(str(rgb_path), "S2 RGB"), QgsRasterLayer(str(mask_path), "my mask")
+    QgsProject.instance().addMapLayers([rgb_layer, mask_layer])
+    select(dialog.model_combo, "mmcanet")  # an RGB model: takes the 13-band L1C …
+    assert dialog.keep_clear_check.isEnabled() and not dialog.keep_note.isVisible()
+    dialog.optical_combo.setLayer(rgb_layer)  # … or a 3-band raster, where keep clear has no mask
+    assert dialog.optical_bands.text() == "3 bands"
+    assert not dialog.keep_clear_check.isEnabled() and dialog.keep_note.isVisible()
+    assert "its cloud mask needs the 13-band Sentinel-2 L1C image and 'S2 RGB' has 3 band(s)" in dialog.keep_note.text()
+    assert dialog.plan().parameters["KEEP_CLEAR"] is False and "FILLED_MASK" not in dialog.plan().parameters
+    dialog.mask_layer_combo.setLayer(mask_layer)  # a mask of one's own makes it possible again
+    assert dialog.keep_clear_check.isEnabled() and not dialog.keep_note.isVisible()
+    assert not dialog.mask_method_combo.isEnabled()  # the method is not used with a mask layer
+    params = dialog.plan().parameters
+    assert params["KEEP_CLEAR"] is True and params["MASK"] == mask_layer.id()
+    dialog.mask_layer_combo.setCurrentIndex(0)  # the user picks "none" again
+    assert dialog.mask_layer_combo.currentText() == "none: computed from the optical image"
+    assert dialog.mask_layer_combo.currentLayer() is None
+    assert not dialog.keep_clear_check.isEnabled() and dialog.keep_note.isVisible()  # the 3-band image again
+
+
+def test_every_option_has_a_tooltip(dialog):
+    swept = dialog.findChildren((QComboBox, QAbstractSpinBox, QCheckBox, QRadioButton, QgsFileWidget, QListWidget))
+    assert len(swept) >= 18
+    missing = [f"{type(w).__name__} {w.objectName() or w.accessibleName()}" for w in swept if not w.toolTip().strip()]
+    assert not missing
+    for button in (dialog.run_button, *dialog.buttons.buttons()):
+        assert button.toolTip().strip(), button.text()
+
+
+# ---- settings, help, translations ----------------------------------------------------------
+def test_choices_are_remembered_across_sessions(qgis_iface, scene, settings_profile):
+    first = open_dialog(qgis_iface)
+    try:
+        select(first.device_combo, "cpu")
+        first.tile_spin.setValue(128)
+        first.overlap_spin.setValue(16)
+        first.keep_clear_check.setChecked(False)
+        select(first.mask_method_combo, "cafr_rule")
+        first.style_input_check.setChecked(False)
+        folder = scene["tmp"] / "results"
+        folder.mkdir()
+        first.output_widget.setFilePath(str(folder / "mine.tif"))
+        first.mode_temporal.click()
+        select(first.model_combo, "mosaicing")
+        first.mode_single.click()
+        select(first.model_combo, "cafr")
+        first.reject()  # Close keeps the choices
+    finally:
+        close_dialog(first)
+    ini = Path(QgsSettings().fileName())
+    assert ini.parent == settings_profile and "cloudrm" in ini.read_text()
+    second = open_dialog(qgis_iface)
+    try:
+        assert second.model_combo.currentData() == "cafr"
+        assert second.device_combo.currentData() == "cpu"
+        assert (second.tile_spin.value(), second.overlap_spin.value()) == (128, 16)
+        assert not second.keep_clear_check.isChecked() and not second.style_input_check.isChecked()
+        assert second.mask_method_combo.currentData() == "cafr_rule"
+        assert Path(second.output_widget.filePath()).parent == folder  # the output folder
+        second.mode_temporal.click()
+        assert second.model_combo.currentData() == "mosaicing"
+    finally:
+        close_dialog(second)
+
+
+def test_help_button_shows_the_user_guide_and_algorithm_help_shipped_in_the_plugin(dialog, monkeypatch):
+    from qgis.PyQt.QtGui import QDesktopServices
+
+    from cloudrm_plugin import helpwindow
+
+    assert helpwindow.USER_GUIDE.is_file() and helpwindow.USER_GUIDE.parent.parent.name == "cloudrm_plugin"
+    dialog.buttons.button(dialog.buttons.Help).click()
+    settle()
+    window = dialog.help_window
+    assert window.isVisible()
+    text = window.browser.toPlainText()
+    for must in ("The dialog: Raster ▸ cloudrm ▸ Remove clouds…", "Comparing before and after",
+                 "Remove clouds (SAR-optical) (cloudrm:removeclouds)", "Remove clouds (multi-temporal)",
+                 "Cloud mask (Sentinel-2 L1C)", "OPTICAL", "KEEP_CLEAR", "GNU General Public License"):
+        assert must in text, must
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    window.browser_button.click()
+    assert opened and Path(opened[0]).read_text(encoding="utf-8").count("cloudrm:removeclouds") >= 1
+    window.close()
+
+
+@pytest.mark.skipif(shutil.which("lrelease") is None, reason="Qt's lrelease is not installed")
+def test_a_translation_is_loaded_for_the_qgis_locale(qgis_iface, scene, tmp_path):
+    from cloudrm_plugin import i18n
+
+    skeleton = (Path(i18n.__file__).parent / "cloudrm.ts").read_text(encoding="utf-8")
+    assert "<name>RemoveCloudsDialog</name>" in skeleton and "<source>Run</source>" in skeleton
+    ts = tmp_path / "cloudrm_de.ts"
+    ts.write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE TS>\n<TS version="2.1" language="de">\n'
+        "<context><name>RemoveCloudsDialog</name>\n"
+        "<message><source>Run</source><translation>Ausführen</translation></message>\n"
+        "<message><source>Keep clear pixels</source><translation>Klare Pixel behalten</translation></message>\n"
+        "</context>\n</TS>\n", encoding="utf-8")
+    subprocess.run(["lrelease", str(ts)], check=True, capture_output=True)
+    assert i18n.install_translator("fr", folder=tmp_path) is None  # no .qm for fr: English stays
+    translator = i18n.install_translator("de_AT", folder=tmp_path)  # falls back to the language
+    assert translator is not None
+    try:
+        dlg = open_dialog(qgis_iface, show=False)
+        try:
+            assert dlg.run_button.text() == "Ausführen"
+        finally:
+            close_dialog(dlg)
+    finally:
+        i18n.remove_translator(translator)
+    dlg = open_dialog(qgis_iface, show=False)
+    try:
+        assert dlg.run_button.text() == "Run"
+    finally:
+        close_dialog(dlg)
 
 
 def test_plugin_adds_menu_entry_and_toolbar_button(qgis_app, qgis_iface):
@@ -251,72 +377,124 @@ def test_plugin_adds_menu_entry_and_toolbar_button(qgis_app, qgis_iface):
     assert plugin.action is None and plugin.provider is None
 
 
-# ---- the task ----------------------------------------------------------------------------
-def test_task_runs_in_background_and_adds_styled_layers(dialog, scene, qgis_iface):
-    out = scene["tmp"] / "result.tif"
-    dialog.optical_combo.setLayer(scene["s2"])
-    dialog.sar_combo.setLayer(scene["s1"])
-    dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
-    dialog.tile_spin.setValue(32)
-    dialog.overlap_spin.setValue(0)
+# ---- runs ----------------------------------------------------------------------------------
+def clear_stretch(image: Path, rgb: list[int], filled: np.ndarray) -> list[tuple[float, float]]:
+    """2–98 % of each RGB band over the clear (kept) pixels, computed independently."""
+    with rasterio.open(image) as src:
+        bands = src.read(rgb).astype("float64")
+    keep = filled == 0
+    return [tuple(np.percentile(b[keep], [2, 98])) for b in bands]
+
+
+def ranges_of(layer) -> list[tuple[float, float]]:
+    r = layer.renderer()
+    return [(ce.minimumValue(), ce.maximumValue())
+            for ce in (r.redContrastEnhancement(), r.greenContrastEnhancement(), r.blueContrastEnhancement())]
+
+
+def test_run_from_the_dialog_styles_result_and_input_alike(dialog, scene, qgis_iface):
+    small_tiles(dialog)
     dialog.mask_check.setChecked(True)
+    out = scene["tmp"] / "result.tif"
     dialog.output_widget.setFilePath(str(out))
     before = set(QgsProject.instance().mapLayers())
-    task = dialog.start()
-    assert task is not None and not dialog.isVisible()
-    progress = []
-    task.progressChanged.connect(progress.append)
-    outcome = task.outcome
-    spins = wait_until(lambda: outcome.done)
+    task, outcome = run_dialog(dialog)
     assert outcome.ok, outcome.error
-    assert spins > 10  # the event loop kept running while the model worked
-    assert progress and max(progress) == 100
-    assert any("glf_cr on cpu" in m for m in outcome.infos)
-    assert any("Remove clouds" not in m and "done in" in m for m in messages(qgis_iface, Qgis.Success))
-
-    added = [QgsProject.instance().mapLayer(i) for i in outcome.layer_ids]
+    assert not dialog.isVisible()  # Run closed it; QGIS stayed usable meanwhile
+    assert task.plan.algorithm_id == "cloudrm:removeclouds"
+    assert outcome.progress and max(outcome.progress) == pytest.approx(100)
+    assert any("done in" in m for m in messages(qgis_iface, Qgis.Success))
     assert set(QgsProject.instance().mapLayers()) - before == set(outcome.layer_ids)
-    result, mask = added
+    result, mask = (QgsProject.instance().mapLayer(i) for i in outcome.layer_ids)
     assert result.name() == "S2 cloudy cloud-free (glf_cr)" and result.bandCount() == 13
     assert mask.name() == "S2 cloudy cloud-free (glf_cr): filled pixels"
-    r = result.renderer()
-    assert isinstance(r, QgsMultiBandColorRenderer)
-    assert (r.redBand(), r.greenBand(), r.blueBand()) == (4, 3, 2)
     order = [node.layerId() for node in QgsProject.instance().layerTreeRoot().findLayers()]
-    assert order.index(mask.id()) < order.index(result.id())  # the mask is drawn above the result
-    m = mask.renderer()
-    assert isinstance(m, QgsPalettedRasterRenderer)
-    colours = {c.value: c.color for c in m.classes()}
-    assert colours[0].alpha() == 0 and 0 < colours[1].alpha() < 255
-
-    # keep clear: every pixel the mask calls "kept" is bit-identical to the input
+    # the mask right above the result, the result right above its input (toggle it to compare)
+    assert order.index(mask.id()) + 1 == order.index(result.id()) == order.index(scene["s2"].id()) - 1
+    assert isinstance(mask.renderer(), QgsPalettedRasterRenderer)
     with rasterio.open(scene["opt"]) as a, rasterio.open(out) as b, rasterio.open(outcome.mask) as mk:
         x, y, filled = a.read(), b.read(), mk.read(1)
         assert (b.crs, b.transform, b.dtypes[0]) == (a.crs, a.transform, "uint16")
-    assert set(np.unique(filled)) <= {0, 1}
     assert 0 < filled.mean() < 1
-    assert np.array_equal(y[:, filled == 0], x[:, filled == 0])
-    assert (y[:, filled == 1] != x[:, filled == 1]).any(axis=0).all()
-    assert not [p.name for p in scene["tmp"].iterdir() if ".prediction" in p.name or ".part" in p.name]
-
+    assert np.array_equal(y[:, filled == 0], x[:, filled == 0])  # keep clear: bit for bit
+    # the result's stretch is the input's, on its clear pixels, and the input got the same
+    r = result.renderer()
+    assert isinstance(r, QgsMultiBandColorRenderer) and (r.redBand(), r.greenBand(), r.blueBand()) == (4, 3, 2)
+    expected = clear_stretch(scene["opt"], [4, 3, 2], filled)
+    assert np.allclose(ranges_of(result), expected)
+    assert outcome.styled_inputs == [scene["s2"].id()]
+    assert np.allclose(ranges_of(scene["s2"]), expected)
+    i = scene["s2"].renderer()
+    assert (i.redBand(), i.greenBand(), i.blueBand()) == (4, 3, 2)
+    # so a before/after comparison shows only what changed: kept pixels render identically
+    h, w = filled.shape
+    before_img = render([scene["s2"]], w, h, result.extent())
+    after_img = render([result], w, h, result.extent())
+    same = np.array([[before_img.pixel(c, rw) == after_img.pixel(c, rw) for c in range(w)] for rw in range(h)])
+    assert same[filled == 0].all()
+    assert not same[filled == 1].all()
     size = 300
-    scene["s2"].setRenderer(result.renderer().clone())  # the same stretch, so kept pixels look the same
     side_by_side(
-        [
-            ("input (S2, same stretch)", render([scene["s2"]], size)),
-            ("cloud-free (keep clear)", render([result], size)),
-            ("+ filled-pixels mask", render([mask, result], size)),
-        ],
-        SHOTS / "result_map.png",
+        [("input (styled alike)", render([scene["s2"]], size)),
+         ("cloud-free (keep clear)", render([result], size)),
+         ("+ filled-pixels mask", render([mask, result], size))],
+        SHOTS / "before_after.png",
     )
-    assert distinct_colours(SHOTS / "result_map.png") > 20
+    assert distinct_colours(SHOTS / "before_after.png") > 20
+    leftovers = [p.name for p in scene["tmp"].iterdir() if ".part" in p.name or ".prediction" in p.name]
+    assert not leftovers
+
+
+def test_rerun_asks_before_overwriting_and_replaces_the_layer_in_place(dialog, scene):
+    small_tiles(dialog)
+    dialog.keep_clear_check.setChecked(False)  # the model's pixels everywhere: faster, and they change
+    out = scene["tmp"] / "again.tif"
+    dialog.output_widget.setFilePath(str(out))
+    _, first = run_dialog(dialog)
+    assert first.ok, first.error
+    layer_id = first.layer_ids[0]
+    count = len(QgsProject.instance().mapLayers())
+    # same output again: asked; Replace updates the loaded layer in place
+    dialog.show()
+    dialog.tile_spin.setValue(48)  # another tiling: other pixels in the same file
+    seen: list[str] = []
+    answer_next_question("Replace", seen)
+    _, second = run_dialog(dialog)
+    assert second.ok, second.error
+    assert seen and "is shown as layer 'S2 cloudy cloud-free (glf_cr)'" in seen[0]
+    assert second.layer_ids == [layer_id] and second.replaced == [layer_id]
+    assert len(QgsProject.instance().mapLayers()) == count
+    layer = QgsProject.instance().mapLayer(layer_id)
+    assert layer.name() == "S2 cloudy cloud-free (glf_cr)" and layer.isValid()
+    # the layer reads the new file (a fresh GDAL handle)
+    with rasterio.open(out) as src:
+        value = float(src.read(4)[10, 10])
+    ext = layer.extent()
+    point = QgsPointXY(ext.xMinimum() + 10.5 * layer.rasterUnitsPerPixelX(),
+                       ext.yMaximum() - 10.5 * layer.rasterUnitsPerPixelY())
+    sampled, ok = layer.dataProvider().sample(point, 4)
+    assert ok and sampled == value
+    # again, and take the proposed new name: a second layer, with a unique name
+    dialog.show()
+    answer_next_question("Write again_2.tif")
+    _, third = run_dialog(dialog)
+    assert third.ok, third.error
+    assert third.output == str(out.with_name("again_2.tif")) and dialog.output_widget.filePath() == third.output
+    new = QgsProject.instance().mapLayer(third.layer_ids[0])
+    assert new.id() != layer_id and new.name() == "S2 cloudy cloud-free (glf_cr) (2)"
+    # Cancel in the question: nothing starts, the dialog stays open
+    dialog.show()
+    answer_next_question("Cancel")
+    assert dialog.start() is None and dialog.isVisible()
 
 
 def test_multitemporal_baseline_through_the_dialog(dialog, scene, tmp_path):
     """Two dates (dates in the file names, target = the later): least_cloudy, keep clear, mask."""
+    from tests.conftest import crop_sample
+
     with rasterio.open(scene["opt"]) as ds:
         profile, cloudy = ds.profile, ds.read()
-    _, _ = crop_sample(tmp_path, 96, 160, 64, tag="clear")  # a cloud-free window of the sample…
+    crop_sample(tmp_path, 64, 160, 64, tag="clear")  # a cloud-free window of the sample…
     with rasterio.open(tmp_path / "clear_s2.tif") as ds:
         clear = ds.read()
     early, late = tmp_path / "S2_20200101.tif", tmp_path / "S2_20200201.tif"
@@ -329,35 +507,29 @@ def test_multitemporal_baseline_through_the_dialog(dialog, scene, tmp_path):
     for i in range(dialog.optical_list.count()):
         item = dialog.optical_list.item(i)
         item.setCheckState(Qt.Checked if item.text().startswith("S2 2020") else Qt.Unchecked)
-    dialog.model_combo.setCurrentIndex(dialog.model_combo.findData("least_cloudy"))
-    assert not dialog.checkpoint_widget.isEnabled() and "weight-free baseline" in dialog.checkpoint_info.text()
-    from cloudrm_engine.inference.temporal import BASELINE_DEFAULTS
-
-    assert (dialog.tile_spin.value(), dialog.overlap_spin.value()) == (
-        BASELINE_DEFAULTS["tile_size"], BASELINE_DEFAULTS["overlap"])
+    assert dialog.model_combo.currentData() == "least_cloudy" and not dialog.checkpoint_widget.isEnabled()
     dialog.mask_check.setChecked(True)
     out = tmp_path / "series.tif"
     dialog.output_widget.setFilePath(str(out))
-    task = dialog.start()
-    assert task is not None, dialog.message.text()
-    assert task.params.optical == [str(early), str(late)] and task.params.sar == []
-    outcome = task.outcome
-    wait_until(lambda: outcome.done)
+    task, outcome = run_dialog(dialog)
     assert outcome.ok, outcome.error
+    assert task.plan.algorithm_id == "cloudrm:removecloudsmultitemporal"
+    assert task.plan.parameters["OPTICAL_SERIES"] == [lyr.id() for lyr in layers]
+    assert "SAR_SERIES" not in task.plan.parameters
     assert outcome.target == str(late)
     result = QgsProject.instance().mapLayer(outcome.layer_ids[0])
     assert result.name() == "S2 2020-02-01 cloud-free (least_cloudy)"
     with rasterio.open(out) as b, rasterio.open(outcome.mask) as mk:
         y, filled = b.read(), mk.read(1)
-    assert 0.2 < filled.mean() < 0.8
+    assert 0 < filled.mean() < 0.8
     assert np.array_equal(y[:, filled == 0], cloudy[:, filled == 0])  # the target's clear pixels, exactly
-    # deep inside the clouds the earlier, clear date shows through
-    deep = filled.astype(bool)
+    deep = filled.astype(bool)  # inside the clouds the earlier, clear date shows through
     assert np.abs(y[:, deep].astype(int) - clear[:, deep].astype(int)).mean() < np.abs(
         cloudy[:, deep].astype(int) - clear[:, deep].astype(int)).mean() / 2
+    assert outcome.styled_inputs == [layers[1].id()]  # the target, styled like the result
+    assert np.allclose(ranges_of(layers[1]), ranges_of(result))
     mask = QgsProject.instance().mapLayer(outcome.layer_ids[1])
-    for lyr in layers:
-        lyr.setRenderer(result.renderer().clone())
+    layers[0].setRenderer(result.renderer().clone())
     side_by_side(
         [("2020-01-01 (clear)", render([layers[0]], 240)), ("2020-02-01 (target)", render([layers[1]], 240)),
          ("least_cloudy, keep clear", render([result], 240)), ("+ filled pixels", render([mask, result], 240))],
@@ -366,86 +538,34 @@ def test_multitemporal_baseline_through_the_dialog(dialog, scene, tmp_path):
     assert distinct_colours(SHOTS / "result_multitemporal.png") > 20
 
 
-def test_cancel_stops_within_a_tile_and_writes_nothing(scene, qgis_iface):
-    from cloudrm_plugin.tasks import RemoveCloudsTask, RunParams, start_task
+def test_a_failed_run_keeps_its_error_in_the_dialog_in_full(qgis_iface, scene, monkeypatch):
+    from qgis.gui import QgsMessageBar
 
-    out = scene["tmp"] / "canceled.tif"
-    params = RunParams(
-        optical=[str(scene["opt"])], sar=[str(scene["sar"])], output=str(out), checkpoint=str(DEMO_CKPT),
-        device="cpu", tile_size=16, overlap=0, keep_clear=True, add_mask=True,
-    )
-    task = RemoveCloudsTask(params, qgis_iface)
-    seen = []
+    bar = QgsMessageBar()  # a real message bar: the failure offers to reopen the dialog
+    monkeypatch.setattr(type(qgis_iface), "messageBar", lambda self: bar, raising=False)
+    from rasterio.transform import Affine
 
-    def on_progress(p: float) -> None:
-        seen.append(p)
-        if p > 0:
-            task.cancel()
-
-    task.progressChanged.connect(on_progress)
-    outcome = task.outcome
-    start_task(task)
-    wait_until(lambda: outcome.done)
-    assert outcome.canceled and not outcome.ok and outcome.error is None
-    assert 0 < max(seen) < 90  # stopped during prediction (16 tiles = 0–90 %), keep-clear never ran
-    assert not out.exists() and not Path(params.mask_path).exists()
-    assert not [p.name for p in scene["tmp"].iterdir() if p.name.startswith((".canceled", "canceled"))]
-    assert any("canceled, nothing written" in m for m in messages(qgis_iface, Qgis.Info))
-
-
-def test_cancel_is_honoured_at_the_next_tile(scene, qgis_iface):
-    """Synchronous run(): cancel during tile 1's progress report → exactly one tile was computed."""
-    from cloudrm_plugin.tasks import RemoveCloudsTask, RunParams
-
-    out = scene["tmp"] / "sync.tif"
-    params = RunParams(
-        optical=[str(scene["opt"])], sar=[str(scene["sar"])], output=str(out), checkpoint=str(DEMO_CKPT),
-        device="cpu", tile_size=16, overlap=0, keep_clear=False,
-    )
-    task = RemoveCloudsTask(params, qgis_iface)
-    seen = []
-
-    def on_progress(p: float) -> None:  # same thread: a direct call from setProgress
-        seen.append(p)
-        if p > 0:
-            task.cancel()
-
-    task.progressChanged.connect(on_progress)
-    assert task.run() is False
-    assert seen == [100 / 16]  # tile 1 of 16 finished, tile 2 never started (or reported)
-    assert task.outcome.canceled and task.outcome.error is None
-    assert not out.exists() and not list(scene["tmp"].glob(".sync*"))
-
-
-def test_engine_errors_reach_the_message_bar(scene, qgis_iface):
-    from cloudrm_plugin.tasks import RemoveCloudsTask, RunParams
-
-    out = scene["tmp"] / "never.tif"
-    params = RunParams(  # SAR given as optical: wrong band count
-        optical=[str(scene["sar"])], sar=[str(scene["sar"])], output=str(out), device="cpu",
-        optical_names=["S1 VV VH"], sar_names=["S1 VV VH"],
-    )
-    task = RemoveCloudsTask(params, qgis_iface)
-    assert task.run() is False  # synchronously: no exception escapes run()
-    task.finished(False)
-    assert task.outcome.done and not task.outcome.ok
-    critical = messages(qgis_iface, Qgis.Critical)
-    assert any("'S1 VV VH'" in m and "has 2 bands" in m and "expects 13" in m for m in critical)
-    assert not out.exists()
-
-
-def test_multitemporal_run_without_engine_support_says_so(scene, qgis_iface, monkeypatch):
-    from cloudrm_plugin import deps
-    from cloudrm_plugin.tasks import RemoveCloudsTask, RunParams
-
-    api = deps.engine_module("api")
-    monkeypatch.delattr(api, "predict_series", raising=False)
-    params = RunParams(
-        optical=[str(scene["opt"])] * 2, sar=[str(scene["sar"])] * 2, output=str(scene["tmp"] / "ts.tif"),
-        temporal=True, model="glf_cr",
-    )
-    task = RemoveCloudsTask(params, qgis_iface)
-    assert task.run() is False
-    task.finished(False)
-    assert "engine api has no predict_series" in task.outcome.error
-    assert any("use the single-date mode" in m for m in messages(qgis_iface, Qgis.Critical))
+    with rasterio.open(scene["sar"]) as src:  # SAR 100 km away from the optical image: no overlap
+        data, crs, far = src.read(), src.crs.to_string(), Affine.translation(100000, 0) * src.transform
+    far_path = write_geotiff(scene["tmp"] / "far_s1.tif", data, crs, far)
+    far_layer = QgsRasterLayer(str(far_path), "S1 elsewhere")
+    QgsProject.instance().addMapLayer(far_layer)
+    dlg = open_dialog(qgis_iface)
+    try:
+        small_tiles(dlg)
+        dlg.sar_combo.setLayer(far_layer)
+        dlg.output_widget.setFilePath(str(scene["tmp"] / "never.tif"))
+        _, outcome = run_dialog(dlg)
+        assert not outcome.ok and outcome.error and not outcome.canceled
+        assert "S1 elsewhere" in outcome.error
+        assert dlg.message.text() == f"The last run failed: {outcome.error}"  # whole, not cut
+        reopen = [b for b in bar.findChildren(type(dlg.run_button)) if b.text() == "Open the dialog"]
+        assert reopen
+        reopen[0].click()
+        assert dlg.isVisible() and dlg.message.isVisible()
+        assert dlg.sar_combo.currentLayer() is far_layer  # the same choices
+        dlg.sar_combo.setLayer(scene["s1"])  # changing the choice clears the old error
+        assert "The last run failed" not in dlg.message.text()
+        assert not (scene["tmp"] / "never.tif").exists()
+    finally:
+        close_dialog(dlg)
