@@ -109,6 +109,9 @@ class CloudrmAlgorithm(QgsProcessingAlgorithm):
                 f"cloudrm cannot run: Python package(s) {', '.join(missing)} missing in QGIS's Python.\n"
                 + deps.INSTALL_HELP
             )
+        conflicts = deps.version_conflicts()
+        if conflicts:  # torch would fail to import, or misbehave, with these copies
+            raise QgsProcessingException("\n".join(conflicts))
         return deps.api()
 
     def raster_path(self, layer: QgsRasterLayer | None, key: str) -> tuple[str, str]:
