@@ -246,6 +246,26 @@ def test_keep_clear_follows_the_optical_input_and_a_mask_layer(dialog, scene):
     assert not dialog.keep_clear_check.isEnabled() and dialog.keep_note.isVisible()  # the 3-band image again
 
 
+def test_without_torch_the_dialog_says_what_to_install_and_loads_nothing(qgis_iface, scene, monkeypatch):
+    from cloudrm_plugin import deps
+
+    monkeypatch.setattr(deps, "missing_dependencies", lambda names=deps.REQUIRED: ["torch"])
+    dlg = open_dialog(qgis_iface, show=False)
+    try:
+        calls = []
+        monkeypatch.setattr(dlg.worker, "call", lambda fn, on_done: calls.append(fn))
+        dlg.show()
+        settle(0.2)
+        assert not calls  # nothing to load without torch
+        assert not dlg.run_button.isEnabled() and not dlg.loading
+        text = dlg.message.text()
+        assert "Python package(s) torch missing in the Python that QGIS uses." in text
+        assert "download.pytorch.org/whl/cpu" in text  # the install commands, in full
+        assert "cloudrm cannot run yet" in dlg.checkpoint_info.text()
+    finally:
+        close_dialog(dlg)
+
+
 def test_every_option_has_a_tooltip(dialog):
     swept = dialog.findChildren((QComboBox, QAbstractSpinBox, QCheckBox, QRadioButton, QgsFileWidget, QListWidget))
     assert len(swept) >= 18
