@@ -28,9 +28,9 @@ from torch import nn
 
 from ..layers.common import Mlp
 from ..layers.deform import PCDAlignment
-from ..layers.windows import shifted_window_mask, window_partition, window_reverse
+from ..layers.windows import cached_shift_mask, from_windows, to_windows
 from ._registry import register_model
-from .glf_cr import DFG, GLFCR, DualWindowAttention, remap_official_state_dict
+from .glf_cr import DFG, GLFCR, DualWindowAttention, as_channels_last, remap_official_state_dict
 
 
 class WNConv2d(nn.Module):
@@ -140,28 +140,21 @@ class DualSTL(nn.Module):
     def forward(
         self, x: torch.Tensor, x_sar: torch.Tensor, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, h, w) ×2 → same. ``mask`` (nW, M², M²) for a shifted layer, None = no shift."""
-        b, c, h, w = x.shape
-        t = x.permute(0, 2, 3, 1)  # (B, h, w, C) tokens
-        t_sar = x_sar.permute(0, 2, 3, 1)
-        a, a_sar = self.norm1(t), self.norm1_SAR(t_sar)
+        """(B, C, h, w) ×2 → same. ``mask`` (nW, M², M²) for a shifted layer, None = no shift.
+
+        Everything after the window cut is per token, so the layer runs in window order and
+        the tokens return to raster order once (one gather each way, shift included).
+        """
+        h, w = x.shape[-2:]
         shift = self.shift if mask is not None else 0
-        if shift:
-            a = torch.roll(a, (-shift, -shift), dims=(1, 2))
-            a_sar = torch.roll(a_sar, (-shift, -shift), dims=(1, 2))
-        y, y_sar = self.attn(
-            window_partition(a, self.window), window_partition(a_sar, self.window), mask if shift else None
-        )
-        y = window_reverse(y, self.window, h, w)
-        y_sar = window_reverse(y_sar, self.window, h, w)
-        if shift:
-            y = torch.roll(y, (shift, shift), dims=(1, 2))
-            y_sar = torch.roll(y_sar, (shift, shift), dims=(1, 2))
+        t = to_windows(x, self.window, shift)  # (B·nW, M², C)
+        t_sar = to_windows(x_sar, self.window, shift)
+        y, y_sar = self.attn(self.norm1(t), self.norm1_SAR(t_sar), mask if shift else None)
         t = t + y
         t = t + self.mlp(self.norm2(t))
         t_sar = t_sar + y_sar
         t_sar = t_sar + self.mlp_SAR(self.norm2_SAR(t_sar))
-        return t.permute(0, 3, 1, 2), t_sar.permute(0, 3, 1, 2)
+        return from_windows(t, self.window, h, w, shift), from_windows(t_sar, self.window, h, w, shift)
 
 
 class DenseLayer(nn.Module):
@@ -237,6 +230,8 @@ class AlignCR(nn.Module):
         self.filter_size = filter_size
         # pixel-unshuffle ×2, then M×M windows; the two stride-2 pyramid levels need h/4 too
         self.size_multiple = math.lcm(2 * window, 8)
+        # Channels-last features (values unchanged), as in GLF-CR: window tokens without copies.
+        self.channels_last = True
 
         self.SFE_conv = nn.Conv2d(optical_bands * 4, channels, 3, padding=1)
         self.SFE_module = nn.Sequential(*(WDSRBlock(channels) for _ in range(wdsr_blocks)))
@@ -278,7 +273,7 @@ class AlignCR(nn.Module):
         for block in self.RDBs:
             if block.shift and min(hs, ws) > self.window:
                 if shared is None:
-                    shared = shifted_window_mask(hs, ws, self.window, block.shift, device).to(dtype)
+                    shared = cached_shift_mask(hs, ws, self.window, block.shift, torch.device(device or "cpu"), dtype)
                 masks.append(shared)
             else:
                 masks.append(None)
@@ -305,9 +300,10 @@ class AlignCR(nn.Module):
         masks = self.attention_masks(h, w, optical.device, optical.dtype)
 
         # The official ReLU is in place, so the global skip adds ReLU(first conv) (spec §2.0).
-        skip = F.relu(self.SFE_conv(F.pixel_unshuffle(optical, 2)))
+        skip = F.relu(self.SFE_conv(as_channels_last(F.pixel_unshuffle(optical, 2), self.channels_last)))
         x = self.SFE_module(skip)
-        x_sar = self.SFE_module_SAR(F.relu(self.SFE_conv_SAR(F.pixel_unshuffle(sar, 2))))
+        sar_in = as_channels_last(F.pixel_unshuffle(sar, 2), self.channels_last)
+        x_sar = self.SFE_module_SAR(F.relu(self.SFE_conv_SAR(sar_in)))
         outs = []
         for i, block in enumerate(self.RDBs):
             x_sar = self.SFAlign[i](x_sar, x)
@@ -315,7 +311,8 @@ class AlignCR(nn.Module):
             x, x_sar = self.fuse(i, x, x_sar)
             outs.append(x)
         x = self.GFF(torch.cat(outs, dim=1)) + skip
-        return self.UPNet(x) + optical
+        # Callers get NCHW-contiguous output whatever the internal layout (a small copy).
+        return (self.UPNet(x) + optical).contiguous()
 
 
 def param_groups(model: AlignCR, lr: float = 1e-4, align_lr: float = 1e-5) -> list[dict[str, Any]]:

@@ -15,8 +15,6 @@ Parameters: 14,827,373 (spec §2.7, identical to GLF-CR).
 
 from __future__ import annotations
 
-import torch
-
 from ._registry import register_model
 from .glf_cr import GLFCR, DualWindowAttention, remap_official_state_dict
 
@@ -26,27 +24,11 @@ class RepoOrderWindowAttention(DualWindowAttention):
 
     The gate is computed from the *unmasked* logits, the optical logits move towards the SAR
     ones, and only then is the shifted-window mask added, to the optical logits only: the SAR
-    stream attends across shift-region borders. Same parameters as the GLF-CR order.
+    stream attends across shift-region borders. Same parameters as the GLF-CR order; the
+    forward pass is GLF-CR's with the order switched (:attr:`mask_after_gate`).
     """
 
-    def forward(
-        self, x: torch.Tensor, x_sar: torch.Tensor, mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attend within windows.
-
-        Args:
-            x, x_sar: window tokens, (B·nW, M², C) each.
-            mask: additive shifted-window mask (nW, M², M²) or None.
-
-        Returns:
-            Optical and SAR outputs, (B·nW, M², C) each.
-        """
-        logits, logits_sar, v, v_sar = self._biased_logits(x, x_sar)
-        diff = logits_sar - logits
-        logits = logits + diff * torch.sigmoid(self.attn_fuse_1x1conv(diff))
-        if mask is not None:
-            logits = self._masked(logits, mask)
-        return self._attend(logits, logits_sar, v, v_sar)
+    mask_after_gate = True
 
 
 class CAFR(GLFCR):

@@ -23,12 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.common import DropPath, Mlp
-from ..layers.dynamic_filter import dynamic_filter
+from ..layers.dynamic_filter import dynamic_filter_from_features
 from ..layers.windows import (
+    cached_shift_mask,
+    from_windows,
     relative_position_index,
-    shifted_window_mask,
-    window_partition,
-    window_reverse,
+    to_windows,
+    window_chunk,
 )
 from ._registry import register_model
 
@@ -41,7 +42,22 @@ class DualWindowAttention(nn.Module):
     The optical logits move towards the SAR logits by a learned, per-pair sigmoid gate
     (code: sigmoid; paper: "softmax"; we follow the code, R4). Both streams share one
     relative-position bias table.
+
+    Speed (issue 11; results equal to the plain definition, see tests/engine/test_fast_paths.py):
+    bias and shifted-window mask are added in place, the 1×1 gate conv over the heads runs
+    as a batched heads×heads matrix product (a 1×1 conv over 8 channels is slow in oneDNN),
+    the gate update is one fused multiply-add, the weighted sum of values is computed
+    transposed (:func:`_weighted_values`), and on the CPU the n²-sized chain runs on
+    cache-sized groups of windows (:func:`window_chunk`). The optical stream's softmax input
+    is built from both streams' logits, so it cannot go through
+    ``scaled_dot_product_attention``; the SAR stream could, but only by computing its logits
+    twice, and that was slower on the CPU.
     """
+
+    relative_position_index: torch.Tensor
+    mask_after_gate = False
+    """False: GLF-CR order (mask both streams, then gate). True: the CAFR repository's order
+    (gate on unmasked logits, then mask the optical stream only), see ``models/cafr.py``."""
 
     def __init__(self, dim: int, window: int, heads: int) -> None:
         super().__init__()
@@ -59,9 +75,21 @@ class DualWindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def _logits(self, qkv: nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n_win, n, c = x.shape
-        q, k, v = qkv(x).reshape(n_win, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        """Unbiased logits (B·nW, heads, M², M²) and values (B·nW, heads, M², C/heads)."""
+        q, k, v = self._heads(qkv, x)
         return (q * self.scale) @ k.transpose(-2, -1), v
+
+    def _heads(self, qkv: nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v, each (B·nW, heads, M², C/heads), contiguous (one copy for all three)."""
+        n_win, n, c = x.shape
+        qkv_heads = qkv(x).view(n_win, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv_heads.contiguous().unbind(0)
+        return q, k, v
+
+    def position_bias(self) -> torch.Tensor:
+        """Relative-position bias per head, (heads, M², M²)."""
+        n = self.window * self.window
+        return self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
 
     def forward(
         self, x: torch.Tensor, x_sar: torch.Tensor, mask: torch.Tensor | None
@@ -69,45 +97,99 @@ class DualWindowAttention(nn.Module):
         """Attend within windows.
 
         Args:
-            x, x_sar: window tokens, (B·nW, M², C) each.
+            x, x_sar: window tokens, (B·nW, M², C) each, images one after the other.
             mask: additive shifted-window mask (nW, M², M²) or None.
 
         Returns:
             Optical and SAR outputs, (B·nW, M², C) each.
         """
-        logits, logits_sar, v, v_sar = self._biased_logits(x, x_sar)
-        if mask is not None:
-            logits, logits_sar = self._masked(logits, mask), self._masked(logits_sar, mask)
-        diff = logits_sar - logits
-        logits = logits + diff * torch.sigmoid(self.attn_fuse_1x1conv(diff))
-        return self._attend(logits, logits_sar, v, v_sar)
-
-    def _biased_logits(
-        self, x: torch.Tensor, x_sar: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-stream logits plus the shared relative-position bias (B·nW, heads, M², M²), and values."""
-        n = x.shape[1]
-        logits, v = self._logits(self.qkv, x)
-        logits_sar, v_sar = self._logits(self.qkv_SAR, x_sar)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
-        return logits + bias, logits_sar + bias, v, v_sar
-
-    def _masked(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Add the shifted-window mask (nW, M², M²) to logits (B·nW, heads, M², M²)."""
-        n_win, n = logits.shape[0], logits.shape[-1]
-        nw = mask.shape[0]
-        m = mask.unsqueeze(1).unsqueeze(0)
-        return (logits.view(n_win // nw, nw, self.heads, n, n) + m).view(-1, self.heads, n, n)
-
-    def _attend(
-        self, logits: torch.Tensor, logits_sar: torch.Tensor, v: torch.Tensor, v_sar: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Softmax-weighted values per stream, projected: (B·nW, M², C) each."""
-        n_win, _, n, _ = logits.shape
-        y = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(n_win, n, -1)
-        y_sar = (logits_sar.softmax(dim=-1) @ v_sar).transpose(1, 2).reshape(n_win, n, -1)
+        n_win, n, c = x.shape
+        q, k, v = self._heads(self.qkv, x)
+        q_sar, k_sar, v_sar = self._heads(self.qkv_SAR, x_sar)
+        q, q_sar = q * self.scale, q_sar * self.scale
+        bias = self.position_bias().unsqueeze(0)  # (1, heads, n, n)
+        # The mask (nW, 1, n, n) is added chunk by chunk after the bias, as in the definition;
+        # summing bias and mask first would build an nW·heads·n² tensor per call.
+        mask = None if mask is None else mask.unsqueeze(1)
+        per_image = 1 if mask is None else mask.shape[0]
+        step = window_chunk(n_win, per_image, 4 * self.heads * n * n * x.element_size(), x.device)
+        outs, outs_sar = [], []
+        for w0 in range(0, n_win, step):
+            w1 = min(n_win, w0 + step)
+            y, y_sar = self._attend_chunk(
+                q[w0:w1], k[w0:w1], v[w0:w1], q_sar[w0:w1], k_sar[w0:w1], v_sar[w0:w1],
+                bias, None if mask is None else _mask_rows(mask, w0, w1),
+            )
+            outs.append(y)
+            outs_sar.append(y_sar)
+        y = outs[0] if len(outs) == 1 else torch.cat(outs)
+        y_sar = outs_sar[0] if len(outs_sar) == 1 else torch.cat(outs_sar)
+        y = y.transpose(1, 2).reshape(n_win, n, c)
+        y_sar = y_sar.transpose(1, 2).reshape(n_win, n, c)
         return self.proj(y), self.proj_SAR(y_sar)
+
+    def _attend_chunk(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+        q_sar: torch.Tensor, k_sar: torch.Tensor, v_sar: torch.Tensor,
+        bias: torch.Tensor, mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of m windows: q/k/v (m, heads, n, d) per stream, q already scaled.
+
+        ``bias`` (1, heads, n, n) goes to both streams' logits; ``mask`` (r, 1, n, n), r
+        dividing m or m dividing r, goes to both before the gate (GLF-CR) or to the optical
+        logits after it (:attr:`mask_after_gate`). Returns the per-head outputs
+        (m, heads, n, d) of both streams.
+        """
+        m, heads, n, _ = q.shape
+        # Under autocast the products come out in 16 bits; the plain definition's
+        # "logits + bias" promoted them to the bias's float32, so the in-place chain below
+        # starts from the same promoted dtype (a no-op in float32).
+        dtype = torch.promote_types(q.dtype, bias.dtype)
+        logits = (q @ k.transpose(-2, -1)).to(dtype)  # (m, heads, n, n)
+        logits_sar = (q_sar @ k_sar.transpose(-2, -1)).to(dtype)
+        logits += bias
+        logits_sar += bias
+        if mask is not None and not self.mask_after_gate:
+            _add_per_window(logits, mask)
+            _add_per_window(logits_sar, mask)
+        diff = logits_sar - logits
+        # The 1×1 conv over heads as a batched (heads × heads) product, bias broadcast.
+        gate_w = self.attn_fuse_1x1conv.weight.view(heads, heads).expand(m, heads, heads)
+        gate = torch.bmm(gate_w, diff.view(m, heads, n * n))
+        if self.attn_fuse_1x1conv.bias is not None:
+            gate = gate.add_(self.attn_fuse_1x1conv.bias.view(heads, 1))
+        logits.addcmul_(diff, torch.sigmoid_(gate).view(m, heads, n, n))
+        if mask is not None and self.mask_after_gate:
+            _add_per_window(logits, mask)
+        return _weighted_values(logits.softmax(dim=-1), v), _weighted_values(logits_sar.softmax(dim=-1), v_sar)
+
+
+def _weighted_values(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``p @ v`` for attention weights p (m, heads, n, n) and values v (m, heads, n, d).
+
+    Computed as (vᵀ pᵀ)ᵀ (a transposed view, no copy): with d = 6 the direct product is a
+    GEMM with a 6-wide output, which MKL ran 3.6× slower than the transposed one.
+    """
+    return (v.transpose(-2, -1) @ p.transpose(-2, -1)).transpose(-2, -1)
+
+
+def _mask_rows(t: torch.Tensor, w0: int, w1: int) -> torch.Tensor:
+    """Rows of a per-window additive tensor (r, …, n, n) for windows w0..w1 of the batch.
+
+    r = 1 (one tensor for all windows) or nW; with r = nW the chunk either lies inside one
+    image (its rows are a slice) or covers whole images (all rows, broadcast by the caller).
+    """
+    r = t.shape[0]
+    if r == 1 or w1 - w0 >= r:
+        return t
+    return t[w0 % r : w0 % r + (w1 - w0)]
+
+
+def _add_per_window(logits: torch.Tensor, t: torch.Tensor) -> None:
+    """In place: logits (m, heads, n, n) += t (r, 1, n, n), t repeating every r windows."""
+    m, heads, n, _ = logits.shape
+    r = t.shape[0]
+    logits.view(m // r, r, heads, n, n).add_(t)
 
 
 class DenseSTLLayer(nn.Module):
@@ -115,6 +197,8 @@ class DenseSTLLayer(nn.Module):
 
     Returns the input concatenated with the 48 new channels, per stream (spec §2.1-2.2).
     Only the pre-MLP LayerNorm exists (the official pre-attention norm is commented out).
+    The residual and the MLP are per token, so they run in window order and the tokens go
+    back to raster order once, with the shift undone in the same gather.
     """
 
     def __init__(
@@ -140,31 +224,25 @@ class DenseSTLLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, Cin, h, w) ×2 → (B, Cin + G, h, w) ×2. ``shift_mask`` None disables shifting."""
         b, _, h, w = x.shape
-        a = self.conv(x).permute(0, 2, 3, 1)  # (B, h, w, G)
-        a_sar = self.conv_SAR(x_sar).permute(0, 2, 3, 1)
         shift = self.shift if shift_mask is not None else 0
-        mask = shift_mask if shift else None
-        if shift:
-            a_in = torch.roll(a, (-shift, -shift), dims=(1, 2))
-            a_sar_in = torch.roll(a_sar, (-shift, -shift), dims=(1, 2))
-        else:
-            a_in, a_sar_in = a, a_sar
-        y, y_sar = self.attn(
-            window_partition(a_in, self.window), window_partition(a_sar_in, self.window), mask
-        )
-        y = window_reverse(y, self.window, h, w)
-        y_sar = window_reverse(y_sar, self.window, h, w)
-        if shift:
-            y = torch.roll(y, (shift, shift), dims=(1, 2))
-            y_sar = torch.roll(y_sar, (shift, shift), dims=(1, 2))
-        u = a + self.drop_path(y)
-        u = u + self.drop_path(self.mlp(self.norm2(u)))
-        u_sar = a_sar + self.drop_path_SAR(y_sar)
-        u_sar = u_sar + self.drop_path_SAR(self.mlp_SAR(self.norm2_SAR(u_sar)))
+        a = to_windows(self.conv(x), self.window, shift)  # (B·nW, M², G)
+        a_sar = to_windows(self.conv_SAR(x_sar), self.window, shift)
+        y, y_sar = self.attn(a, a_sar, shift_mask if shift else None)
+        u = a + _per_image(self.drop_path, y, b)
+        u = u + _per_image(self.drop_path, self.mlp(self.norm2(u)), b)
+        u_sar = a_sar + _per_image(self.drop_path_SAR, y_sar, b)
+        u_sar = u_sar + _per_image(self.drop_path_SAR, self.mlp_SAR(self.norm2_SAR(u_sar)), b)
         return (
-            torch.cat((x, u.permute(0, 3, 1, 2)), dim=1),
-            torch.cat((x_sar, u_sar.permute(0, 3, 1, 2)), dim=1),
+            torch.cat((x, from_windows(u, self.window, h, w, shift)), dim=1),
+            torch.cat((x_sar, from_windows(u_sar, self.window, h, w, shift)), dim=1),
         )
+
+
+def _per_image(drop: DropPath, t: torch.Tensor, b: int) -> torch.Tensor:
+    """Stochastic depth per image (as on the raster map), on window tokens (B·nW, M², C)."""
+    if drop.p == 0.0 or not drop.training:
+        return t
+    return drop(t.reshape(b, -1, t.shape[-1])).view_as(t)
 
 
 class SGCIBlock(nn.Module):
@@ -216,6 +294,7 @@ class DFG(nn.Module):
     def __init__(self, in_channels: int, kernel_size: int) -> None:
         super().__init__()
         half = in_channels // 2
+        self.kernel_size = kernel_size
         self.fac_warp = nn.Sequential(
             nn.Sequential(nn.Conv2d(in_channels, half, 3, padding=1), nn.LeakyReLU(LEAKY_SLOPE)),
             ResBlock(half),
@@ -226,6 +305,16 @@ class DFG(nn.Module):
     def forward(self, opt: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) ×2 → (B, C·k², h, w)."""
         return self.fac_warp(torch.cat((opt, sar), dim=1))
+
+    def filter(self, x: torch.Tensor, opt: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        """``dynamic_filter(x, self(opt, sar), k)`` without holding all C·k² kernel channels
+        at once on the CPU (:func:`dynamic_filter_from_features`): (B, C, h, w) → same."""
+        feats = self.fac_warp[:3](torch.cat((opt, sar), dim=1))
+        tail = self.fac_warp[3]
+        assert isinstance(tail, nn.Sequential)
+        conv = tail[0]
+        assert isinstance(conv, nn.Conv2d)
+        return dynamic_filter_from_features(x, feats, conv.weight, conv.bias, self.kernel_size, LEAKY_SLOPE)
 
 
 class GLFCR(nn.Module):
@@ -257,6 +346,9 @@ class GLFCR(nn.Module):
         self.window = window
         self.filter_size = filter_size
         self.size_multiple = 2 * window  # pixel-unshuffle ×2, then M×M windows
+        # Features in channels-last memory (values unchanged): the window tokens are then views
+        # of the conv outputs, and oneDNN's convolutions ran 10-45 % faster so on the CPU.
+        self.channels_last = True
 
         self.SFENet1 = nn.Conv2d(optical_bands * 4, channels, 5, padding=2)
         self.SFENet2 = nn.Conv2d(channels, channels, 3, padding=1)
@@ -287,7 +379,9 @@ class GLFCR(nn.Module):
 
     def fuse(self, i: int, opt: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """SLFC block i: dynamic filtering of SAR, then gated exchange (spec §2.3, Eq. 11-12)."""
-        sar_f = dynamic_filter(sar, self.DF[i](opt, sar), self.filter_size)
+        dfg = self.DF[i]
+        assert isinstance(dfg, DFG)
+        sar_f = dfg.filter(sar, opt, sar)
         d1 = sar_f - opt
         opt_new = opt + d1 * torch.sigmoid(self.sar_fuse_1x1conv[i](d1))
         d2 = opt_new - sar_f
@@ -309,21 +403,28 @@ class GLFCR(nn.Module):
         hs, ws = h // 2, w // 2
         # As in the official code, a map no larger than one window is not shifted.
         shift_mask = (
-            shifted_window_mask(hs, ws, self.window, self.window // 2, optical.device).to(optical.dtype)
+            cached_shift_mask(hs, ws, self.window, self.window // 2, optical.device, optical.dtype)
             if min(hs, ws) > self.window
             else None
         )
 
-        skip = self.SFENet1(F.pixel_unshuffle(optical, 2))
+        skip = self.SFENet1(as_channels_last(F.pixel_unshuffle(optical, 2), self.channels_last))
         x = self.SFENet2(skip)
-        x_sar = self.SFENet2_SAR(self.SFENet1_SAR(F.pixel_unshuffle(sar, 2)))
+        sar_in = as_channels_last(F.pixel_unshuffle(sar, 2), self.channels_last)
+        x_sar = self.SFENet2_SAR(self.SFENet1_SAR(sar_in))
         outs = []
         for i, block in enumerate(self.RDBs):
             x, x_sar = block(x, x_sar, shift_mask)
             x, x_sar = self.fuse(i, x, x_sar)
             outs.append(x)
         x = self.GFF(torch.cat(outs, dim=1)) + skip
-        return self.UPNet(x) + optical
+        # Callers get NCHW-contiguous output whatever the internal layout (a small copy).
+        return (self.UPNet(x) + optical).contiguous()
+
+
+def as_channels_last(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``x`` (B, C, H, W) in channels-last memory if asked, else unchanged."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 _MODULE_PREFIX = re.compile(r"^module\.")
