@@ -12,6 +12,7 @@ libraries load differently. QGIS and qgis_process agree bit for bit.)
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -314,6 +315,7 @@ def test_processing_dialog_opens_optical_and_sar_on_suitable_layers(processing_g
     processing_gui.setActiveLayer(scene["s1"])  # the selected layer is the SAR one
     for _ in range(2):  # a second opening too (a fresh dialog, the device list cached)
         dlg = AlgorithmDialog(algorithm_with_widgets(), False, None)
+        panel = device = None
         try:
             dlg.show()
             panel = dlg.mainWidget()
@@ -332,22 +334,38 @@ def test_processing_dialog_opens_optical_and_sar_on_suitable_layers(processing_g
             dlg.close()
             dlg.deleteLater()
             settle(0.1)
+            del dlg, panel, device
+            gc.collect()  # the widgets' Python objects go too: no double delete, no crash
+            settle(0.1)
 
 
 def test_batch_and_modeler_dialogs_keep_qgis_widgets(processing_gui, scene):
     from processing.gui.wrappers import WidgetWrapperFactory
-    from qgis.gui import QgsAbstractProcessingParameterWidgetWrapper
+    from qgis.core import QgsProcessingContext, QgsProcessingModelAlgorithm
+    from qgis.gui import QgsAbstractProcessingParameterWidgetWrapper, QgsProcessingModelerParameterWidget
 
     from cloudrm_plugin.widgets import DeviceWidgetWrapper, SuitableRasterWidgetWrapper
 
     class BatchAlgorithmDialog(QDialog):  # the class name is what Processing looks at
         pass
 
+    class ModelerParametersDialog(QDialog):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = QgsProcessingModelAlgorithm()
+            self.childId = "removeclouds"
+            self.context = QgsProcessingContext()
+
     alg = algorithm_with_widgets()
+    batch, modeler = BatchAlgorithmDialog(), ModelerParametersDialog()
     for name in ("OPTICAL", "SAR", "DEVICE"):
-        wrapper = WidgetWrapperFactory.create_wrapper(alg.parameterDefinition(name), BatchAlgorithmDialog())
+        param = alg.parameterDefinition(name)
+        assert param.metadata()["widget_wrapper"]["class"].startswith("cloudrm_plugin.widgets.")
+        wrapper = WidgetWrapperFactory.create_wrapper(param, batch)
         assert isinstance(wrapper, QgsAbstractProcessingParameterWidgetWrapper)
         assert not isinstance(wrapper, (SuitableRasterWidgetWrapper, DeviceWidgetWrapper))
+        in_model = WidgetWrapperFactory.create_wrapper(param, modeler)
+        assert isinstance(in_model, QgsProcessingModelerParameterWidget)
 
 
 def test_the_device_list_is_not_queried_when_the_provider_loads():
