@@ -29,7 +29,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .. import deps
+from .. import deps, widgets
 from ..layers import style_filled_mask, true_colour_post_processor
 from ..paths import icon_path
 
@@ -165,7 +165,9 @@ class CloudrmAlgorithm(QgsProcessingAlgorithm):
         self.add(QgsProcessingParameterFile(
             self.CHECKPOINT, self.tr(checkpoint_label), fileFilter="PyTorch checkpoint (*.pt *.pth)", optional=True,
         ))
-        self.add(QgsProcessingParameterString(self.DEVICE, self.tr("Device"), defaultValue="auto"))
+        device = QgsProcessingParameterString(self.DEVICE, self.tr("Device"), defaultValue="auto")
+        device.setMetadata(widgets.device_metadata())  # free text; the dialog lists the devices torch sees
+        self.add(device)
         self.add(QgsProcessingParameterNumber(
             self.TILE_SIZE, self.tr("Tile size (px; 0 = the model's default)"), QgsProcessingParameterNumber.Integer,
             defaultValue=0, minValue=0, maxValue=4096,

@@ -11,7 +11,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .. import deps
+from .. import deps, widgets
 from .base import CloudrmAlgorithm, FeedbackProgress
 
 
@@ -25,10 +25,14 @@ class RemoveCloudsAlgorithm(CloudrmAlgorithm):
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         models = deps.api().method_names(temporal=False)  # model cards only: no torch needed
-        self.add(QgsProcessingParameterRasterLayer(
+        optical = QgsProcessingParameterRasterLayer(
             self.OPTICAL, self.tr("Cloudy optical image (Sentinel-2 L1C; 4-band PlanetScope for align_cr)")
-        ))
-        self.add(QgsProcessingParameterRasterLayer(self.SAR, self.tr("SAR image (Sentinel-1, VV/VH in dB)")))
+        )
+        optical.setMetadata(widgets.raster_metadata(widgets.OPTICAL_BAND_COUNTS))  # opens on a 13/4/3-band layer
+        self.add(optical)
+        sar = QgsProcessingParameterRasterLayer(self.SAR, self.tr("SAR image (Sentinel-1, VV/VH in dB)"))
+        sar.setMetadata(widgets.raster_metadata(widgets.SAR_BAND_COUNTS))  # opens on a 2-band layer
+        self.add(sar)
         self.add(QgsProcessingParameterEnum(
             self.MODEL, self.tr("Model"), options=models,
             defaultValue="glf_cr" if "glf_cr" in models else models[0], usesStaticStrings=True,
