@@ -151,7 +151,7 @@ def _rule_cloud(dn: np.ndarray, threshold: float) -> np.ndarray:
 
 @dataclass
 class _ShadowLevels:
-    """Scene-wide thresholds of DSen2-CR's shadow test (cafr.md §2.6 notes)."""
+    """Scene-wide thresholds of DSen2-CR's shadow test (docs/data.md, "Shadow test")."""
 
     csi: float  # T3 = min CSI + ¾ (mean CSI − min CSI), CSI = (B8 + B11) / 2
     blue: float  # T4 = min B2 + ⅚ (mean B2 − min B2)

@@ -1,4 +1,5 @@
-"""Image-quality metrics on [0, 1]-scaled tensors, defined as in glf_cr.md §6.
+"""Image-quality metrics on [0, 1]-scaled tensors, defined as the official GLF-CR test code does
+(docs/models/glf_cr.md, "Metrics").
 
 All functions take (C, H, W) or (B, C, H, W) tensors and return one float per image
 averaged over the batch (the papers average per image, then over images).
@@ -33,7 +34,7 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 def gaussian_window(size: int = 11, sigma: float = 1.5, centre: float | None = None) -> torch.Tensor:
     """Normalised 2-D Gaussian (size, size), float64. ``centre`` defaults to size / 2 (the official
-    code's half-pixel-off centre, 5.5 for 11; spec §6 and R5)."""
+    code's half-pixel-off centre, 5.5 for 11, kept for comparable scores)."""
     return _gaussian(size, sigma, torch.float64, centre=size / 2 if centre is None else centre)
 
 

@@ -8,7 +8,7 @@ from ..errors import InputError
 
 S2_BANDS: tuple[str, ...] = (
     "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12",
-)  # SEN12MS-CR file order (datasets.md §0)
+)  # SEN12MS-CR file order (docs/data.md, 'Band order')
 S2_RGB: tuple[str, ...] = ("B4", "B3", "B2")
 S1_BANDS: tuple[str, ...] = ("VV", "VH")
 

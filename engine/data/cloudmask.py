@@ -1,8 +1,9 @@
 """Rule-based Sentinel-2 L1C cloud (and shadow) detector of DSen2-CR / SEN12MS-CR.
 
-Specs: glf_cr.md §5 (cover statistics) and cafr.md §2.6 (the CAFR loss mask M′, paper
-eq. 13-16). The algorithm is the one of DSen2-CR's ``feature_detectors.py`` as used by the
-CAFR repository; it is not Sen2Cor. Written with torch pooling ops so it runs on whole tiles
+GLF-CR used it for the cloud-cover statistics of its test set, CAFR for its loss mask M′
+(paper eq. 13-16); docs/data.md, "Rule cloud mask (DSen2-CR)", describes both. The
+algorithm is the one of DSen2-CR's ``feature_detectors.py`` as used by the CAFR
+repository; it is not Sen2Cor. Written with torch pooling ops so it runs on whole tiles
 on CPU or GPU; a test checks it against the scipy formulation.
 
 Two input scales exist:
@@ -12,7 +13,7 @@ Two input scales exist:
   10000), the form rasters come in; they divide by 10000 themselves.
 
 Both want all 13 bands in SEN12MS-CR order (B1 … B8, B8A, B9, B10, B11, B12): the rule needs
-B1 and the cirrus band B10, which Sentinel-2 L2A products do not have (cafr.md §7.4).
+B1 and the cirrus band B10, which Sentinel-2 L2A products do not have.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from .bands import S2_BANDS
 
 _I = {b: i for i, b in enumerate(S2_BANDS)}
 
-CLOUD_THRESHOLD = 0.2  # T_cloud (cafr.md §2.6 step 5, paper eq. 14)
+CLOUD_THRESHOLD = 0.2  # T_cloud: cloud where the filtered score ≥ 0.2 (paper eq. 14)
 NDSI_SNOW = 0.6  # paper eq. 16: pixels with NDSI > 0.6 are snow, not cloud
 METHODS = ("repo", "paper")
 
 
 def _rescale(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """r(x, lo, hi) = (x − lo) / (hi − lo), deliberately not clipped (cafr.md §2.6)."""
+    """r(x, lo, hi) = (x − lo) / (hi − lo), deliberately not clipped (as DSen2-CR)."""
     return (x - lo) / (hi - lo)
 
 
@@ -73,7 +74,7 @@ def ndsi(s2: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def cloud_ramps(s2: np.ndarray | torch.Tensor, moisture: bool = False) -> dict[str, torch.Tensor]:
-    """The unclipped linear tests whose minimum is the raw cloud score (cafr.md §2.6 step 1).
+    """The unclipped linear tests whose minimum (with 1) is the raw cloud score.
 
     Args:
         s2: (13, H, W) or (B, 13, H, W) reflectance (DN / 10000).
@@ -111,7 +112,7 @@ def _closing_and_box(score: torch.Tensor) -> torch.Tensor:
 
 
 def cloud_score(s2: np.ndarray | torch.Tensor, moisture: bool = False) -> torch.Tensor:
-    """DSen2-CR cloud score in [1e-5, 1] per pixel (cafr.md §2.6 steps 1-4, glf_cr.md §5).
+    """DSen2-CR cloud score in [1e-5, 1] per pixel (ramps, 5×5 closing, 7×7 box mean, clip).
 
     Args:
         s2: (13, H, W) or (B, 13, H, W) reflectance (DN / 10000, not clipped), SEN12MS-CR
@@ -171,7 +172,7 @@ def cloud_mask(
 def _dn_to_reflectance(dn: np.ndarray | torch.Tensor, what: str) -> tuple[torch.Tensor, bool]:
     x, squeeze = _as_batch(dn, what)
     if torch.isnan(x).any():
-        # no-data pixels take the band's mean, as the SEN12MS-CR preprocessing does (§1)
+        # no-data pixels take the band's mean before the score is computed
         flat = x.flatten(2)
         mean = torch.nanmean(flat, dim=2, keepdim=True).nan_to_num(0.0)
         x = torch.where(torch.isnan(flat), mean.expand_as(flat), flat).view_as(x)
@@ -199,10 +200,10 @@ def cafr_cloud_mask(
     method: str = "repo",
     moisture: bool = False,
 ) -> np.ndarray:
-    """CAFR cloud mask M′ of a Sentinel-2 L1C DN array (cafr.md §2.6, paper eq. 13-16).
+    """CAFR cloud mask M′ of a Sentinel-2 L1C DN array (paper eq. 13-16; docs/models/cafr.md, "Cloud mask").
 
     Computed on the raw, unclipped DN of the whole patch (compute it before cropping:
-    zero-filled filtering erodes clouds at patch borders, §7.4).
+    zero-filled filtering erodes clouds at patch borders).
 
     Args:
         dn: (13, H, W) or (B, 13, H, W) DN (reflectance × 10000, e.g. uint16 L1C), bands
@@ -221,7 +222,7 @@ def cafr_cloud_mask(
 
 
 def shadow_mask(dn: np.ndarray | torch.Tensor) -> np.ndarray:
-    """DSen2-CR cloud-shadow detector on a DN array (cafr.md §2.6 notes; off for CAFR).
+    """DSen2-CR cloud-shadow detector on a DN array (not part of the CAFR mask; docs/data.md, "Shadow test").
 
     CSI = (B8 + B11) / 2; T3 = min CSI + ¾ (mean CSI − min CSI); T4 = min B2 + ⅚ (mean B2 −
     min B2); shadow where CSI < T3 and B2 < T4, then a 5×5 median filter with zero fill

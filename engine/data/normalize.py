@@ -1,4 +1,4 @@
-"""Input scaling per model card (glf_cr.md §1, datasets.md §0).
+"""Input scaling per model card (docs/data.md, "Scaling conventions").
 
 Optical: clip to [0, 10000] DN, divide by 10000 → [0, 1]. SAR (dB): clip each band to its
 [lo, hi] and map (x − lo) / (hi − lo) → [0, 1] (VV [−25, 0], VH [−32.5, 0]). NaN and nodata

@@ -1,4 +1,4 @@
-"""Align-CR's cloud-weighted Charbonnier-type loss (spec align_cr.md §3, §8.7)."""
+"""Align-CR's cloud-weighted Charbonnier-type loss (paper Eq. 8; docs/models/align_cr.md, "Loss")."""
 
 from __future__ import annotations
 

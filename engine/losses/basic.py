@@ -2,8 +2,9 @@
 
 All take (B, C, H, W) tensors in the models' [0, 1] scale and return a 0-dim tensor that
 autograd can differentiate. SSIM follows pytorch-ssim as used by the CAFR and MMCANet code
-(cafr.md §3, mmcanet.md §4): 11×11 Gaussian, σ = 1.5, applied per band (depthwise) with zero
-padding ('same' size), C1 = 0.01², C2 = 0.03², data range 1, window centred on tap 5.
+(docs/models/cafr.md and docs/models/mmcanet.md, "Loss"): 11×11 Gaussian, σ = 1.5, applied
+per band (depthwise) with zero padding ('same' size), C1 = 0.01², C2 = 0.03², data range 1,
+window centred on tap 5.
 (The GLF-CR *metric* in ``..metrics`` uses its code's half-pixel-off centre 5.5 instead.)
 """
 
@@ -48,7 +49,7 @@ def ssim_map(
 
     SSIM = (2 μx μy + C1)(2 σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2) + eps), with the
     local moments taken by a depthwise Gaussian filter with zero padding (borders included).
-    ``eps`` = 1e-8 reproduces the CAFR repository (cafr.md §3); 0 is pytorch-ssim.
+    ``eps`` = 1e-8 reproduces the CAFR repository; 0 is pytorch-ssim.
     ``centre``: the Gaussian's centre tap (see :func:`gaussian_window`).
     """
     if pred.shape != target.shape or pred.ndim != 4:
@@ -87,8 +88,9 @@ def ssim_loss(
 
 
 def l1_ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MMCANet loss L_sum = L1 + (1 − SSIM), weights 1 and 1 (mmcanet.md §4, paper eq. 16).
+    """MMCANet loss L_sum = L1 + (1 − SSIM), weights 1 and 1 (paper eq. 16).
 
-    For the multi-stage MPIR models, sum this over the stage outputs (mmcanet.md §3).
+    For the multi-stage MPIR models, sum this over the stage outputs (docs/models/mmcanet.md,
+    "Common frame").
     """
     return l1_loss(pred, target) + ssim_loss(pred, target)

@@ -1,4 +1,4 @@
-"""CAFR cloud-aware loss: per-pixel weights from the cloud mask M′ (cafr.md §3).
+"""CAFR cloud-aware loss: per-pixel weights from the cloud mask M′ (docs/models/cafr.md, "Loss").
 
 Paper (default): W = α·M′ + (1 − α)·(1 − M′), α = 0.8, and
 L = mean over (B, C, H, W) of W · (λ1·(pred − gt)² + λ2·(1 − SSIM_map)), λ1 = λ2 = 0.5.
@@ -16,7 +16,7 @@ from .basic import l1_loss, mse_loss, ssim, ssim_map
 ALPHA = 0.8  # paper eq. 17
 LAMBDA_MSE = 0.5  # paper eq. 18, λ1
 LAMBDA_SSIM = 0.5  # λ2
-REPO_WEIGHTS = (2.0, 0.5, 0.5)  # masked L1, pixel, SSIM (repo defaults, cafr.md §3)
+REPO_WEIGHTS = (2.0, 0.5, 0.5)  # masked L1, pixel, SSIM (the repository's defaults)
 SSIM_EPS = 1e-8  # the repo adds this to the SSIM denominator
 
 
@@ -50,7 +50,7 @@ def cafr_loss(
     repo_weights: tuple[float, float, float] = REPO_WEIGHTS,
     ssim_eps: float = SSIM_EPS,
 ) -> torch.Tensor:
-    """Cloud-aware loss of CAFR (cafr.md §3), a 0-dim tensor.
+    """Cloud-aware loss of CAFR, a 0-dim tensor.
 
     Args:
         pred, target: (B, C, H, W) in [0, 1] scale (C = 13 for SEN12MS-CR).

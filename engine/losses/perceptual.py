@@ -1,4 +1,4 @@
-"""CA-MTCR training loss: L1 + VGG16 feature loss + style (Gram) loss (ca_mtcr.md §3).
+"""CA-MTCR training loss: L1 + VGG16 feature loss + style (Gram) loss (docs/models/ca_mtcr.md, "Loss").
 
 L = 2.0·L1 + 1.0·L_fr + 250.0·L_sr, on (B, C, H, W) tensors in [0, 1]:
 
@@ -8,7 +8,7 @@ L = 2.0·L1 + 1.0·L_fr + 250.0·L_sr, on (B, C, H, W) tensors in [0, 1]:
   L1 on normalised Grams as in EdgeConnect, where λ = 250 comes from).
 
 Φ is torchvision's VGG16 (ImageNet weights), frozen, fed the RGB bands (B4, B3, B2 =
-channels 3, 2, 1 of the 13) in [0, 1] without ImageNet normalisation (§3 CHOICE). The weights
+channels 3, 2, 1 of the 13) in [0, 1] without ImageNet normalisation (our choice, as EdgeConnect). The weights
 are never downloaded: pass a file, or have torchvision's cache file present.
 """
 
@@ -28,7 +28,7 @@ from ..io.checkpoint import read_weights_file
 VGG16_FILE = "vgg16-397923af.pth"
 """torchvision's file name for the IMAGENET1K_V1 weights (in ``<torch hub dir>/checkpoints``)."""
 TAPS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 18, "relu5_1": 25}
-"""Indices in ``vgg16().features`` whose outputs are used (§3)."""
+"""Indices in ``vgg16().features`` whose outputs are used (relu1_1 … relu5_1)."""
 STYLE_TAPS = ("relu4_1", "relu5_1")
 RGB = (3, 2, 1)  # B4, B3, B2 of the 13 S2 bands
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -97,13 +97,13 @@ def load_vgg16_features(weights: str | os.PathLike[str] | None = None) -> nn.Seq
 
 
 class PerceptualLoss(nn.Module):
-    """λ1·L1 + λ2·L_fr + λ3·L_sr (§3); ``terms`` returns the three unweighted parts.
+    """λ1·L1 + λ2·L_fr + λ3·L_sr (paper Eq. 13-15); ``terms`` returns the three unweighted parts.
 
     Args:
         vgg_weights: VGG16 weights file, see :func:`load_vgg16_features`.
         weights: (λ1, λ2, λ3), paper (2.0, 1.0, 250.0).
         rgb: channels of the input fed to VGG (B4, B3, B2 of 13 S2 bands).
-        imagenet_norm: normalise the VGG input with ImageNet mean/std (§3 alternative; off).
+        imagenet_norm: normalise the VGG input with ImageNet mean/std (the alternative reading; off).
     """
 
     def __init__(

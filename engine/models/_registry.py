@@ -34,7 +34,8 @@ class ModelCard:
     module: str
     title: str
     summary: str
-    spec: str
+    docs: str
+    """The model's page in the repository, e.g. ``docs/models/glf_cr.md``."""
     parameters: int
     size_multiple: int
     optical_bands: tuple[str, ...]
@@ -60,7 +61,7 @@ class ModelCard:
             module=d["module"],
             title=d["title"],
             summary=" ".join(str(d["summary"]).split()),
-            spec=d["spec"],
+            docs=d["docs"],
             parameters=int(d["parameters"]),
             size_multiple=int(d["size_multiple"]),
             optical_bands=tuple(d["inputs"]["optical"]["bands"]),

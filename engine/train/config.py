@@ -28,7 +28,7 @@ class TrainConfig:
     batch_size: int = 4
     steps: int = 400
     lr: float = 1e-4
-    """Adam learning rate (paper: 1e-4, glf_cr.md §4). Models whose module defines
+    """Adam learning rate (GLF-CR paper: 1e-4). Models whose module defines
     ``param_groups(model, lr)`` (Align-CR) get their own per-part rates from it."""
     loss: str = "l1"
     """l1 | l1_ssim | cafr | align_cr (engine/train/objectives.py)."""

@@ -30,11 +30,12 @@ def _neutral(pred: torch.Tensor, b: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 
 def objective(name: str, options: Mapping[str, Any] | None = None) -> Objective:
-    """The loss called ``name``: ``l1`` (glf_cr.md §3), ``l1_ssim`` (MMCANet, mmcanet.md §4),
-    ``cafr`` (cloud-aware MSE + SSIM, cafr.md §3; ``options`` go to ``cafr_loss``, e.g.
-    ``repo_loss: true``), ``align_cr`` (cloud-weighted Charbonnier, align_cr.md §3), ``ca_mtcr``
-    (2·L1 + 1·VGG16 feature + 250·style, ca_mtcr.md §3; ``vgg_weights: FILE`` in ``options``,
-    since VGG16 weights cannot be downloaded at run time)."""
+    """The loss called ``name``: ``l1`` (GLF-CR), ``l1_ssim`` (MMCANet: L1 + (1 − SSIM)),
+    ``cafr`` (cloud-aware MSE + SSIM; ``options`` go to ``cafr_loss``, e.g.
+    ``repo_loss: true``), ``align_cr`` (cloud-weighted Charbonnier), ``ca_mtcr``
+    (2·L1 + 1·VGG16 feature + 250·style; ``vgg_weights: FILE`` in ``options``,
+    since VGG16 weights cannot be downloaded at run time). Each is described in the "Loss"
+    section of its model's page under docs/models/."""
     opts = dict(options or {})
     if name == "l1":
         return _masked_l1
@@ -70,7 +71,7 @@ StagedObjective = Callable[[list[torch.Tensor], Mapping[str, torch.Tensor]], tor
 
 
 def staged(loss: Objective, weights: list[float] | None = None) -> StagedObjective:
-    """Sum of ``loss`` over the stage outputs of a multi-stage model (MPIR, mmcanet.md §3).
+    """Sum of ``loss`` over the stage outputs of a multi-stage model (MPIR, equal weights).
 
     Stages that predict at a lower resolution are scored against the target downsampled the
     same way (antialiased bilinear); a pixel's weight stays 1 only if all its sub-pixels had 1.

@@ -1,4 +1,6 @@
-"""Pretraining of CA-MTCR's SAR encoder: a VQ-VAE trained with Noise2Noise (ca_mtcr.md §4.2).
+"""Pretraining of CA-MTCR's SAR encoder: a VQ-VAE trained with Noise2Noise.
+
+Described in docs/models/ca_mtcr.md, "SAR encoder pretraining".
 
 Data: pairs of co-located S1 GeoTIFFs (VV, VH in dB, same grid) of the same place at two
 dates; random crops, y1 → y2 with the pair order swapped at random. Only the encoder is
@@ -34,7 +36,7 @@ from ..progress import NullProgress, Progress
 
 FORMAT = "cloudrm-sar-encoder"
 FORMAT_VERSION = 1
-SAR_CLIP = [[-25.0, 0.0], [-25.0, 0.0]]  # ca_mtcr.md §1: both bands [-25, 0] dB
+SAR_CLIP = [[-25.0, 0.0], [-25.0, 0.0]]  # CA-MTCR's (UnCRtainTS) scaling: both bands [-25, 0] dB
 
 
 @dataclass
@@ -54,7 +56,7 @@ class SARPretrainConfig:
     """Weight of the commitment term ‖z_e − sg[e]‖² (Eq. 9)."""
     codebook_size: int = 512
     codebook_init: str = "uniform"
-    """``uniform``: U(−1/K, 1/K) (spec §4.2 CHOICE); ``data``: K encoder vectors of the first
+    """``uniform``: U(−1/K, 1/K) (our default); ``data``: K encoder vectors of the first
     batch (avoids early codebook collapse, where all pixels use one code)."""
     width: int = 128
     """Feature width; must equal CA-MTCR's (128) for the encoder to load into it."""
@@ -62,7 +64,7 @@ class SARPretrainConfig:
     """> 0: a code that no pixel picked for this many steps is moved onto a random encoder
     vector of the current batch (dead-code restart); 0 = off (the paper mentions none)."""
     swap: bool = True
-    """Swap y1 and y2 at random per sample (§4.2 CHOICE)."""
+    """Swap y1 and y2 at random per sample (our choice; the paper does not say)."""
     speckle_looks: float = 0.0
     """> 0: multiply each side of each crop by independent gamma speckle with this many looks
     (in linear power). Turns one image paired with itself into a Noise2Noise pair; for smoke
@@ -125,7 +127,7 @@ def _resolve(p: str, base: Path) -> str:
 
 
 class PairSampler:
-    """Random co-located crops from pairs of SAR rasters, scaled to [0, 1] (NaN → 0, §1)."""
+    """Random co-located crops from pairs of SAR rasters, scaled to [0, 1] (NaN → 0 after scaling)."""
 
     def __init__(self, cfg: SARPretrainConfig, rng: np.random.Generator) -> None:
         self.cfg, self.rng = cfg, rng
