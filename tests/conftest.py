@@ -73,7 +73,7 @@ def sample() -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def identity_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """GLF-CR with random weights but a zeroed last conv: output == input exactly (spec §8.5)."""
+    """GLF-CR with random weights but a zeroed last conv: output == input exactly (global residual)."""
     import torch
 
     from cloudrm_engine.io.checkpoint import Checkpoint, save_checkpoint

@@ -14,8 +14,10 @@ are never downloaded: pass a file, or have torchvision's cache file present.
 
 from __future__ import annotations
 
+import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import reduce
 from pathlib import Path
 
 import torch
@@ -96,6 +98,12 @@ def load_vgg16_features(weights: str | os.PathLike[str] | None = None) -> nn.Seq
     return net
 
 
+def _total(parts: Iterable[torch.Tensor]) -> torch.Tensor:
+    """t1 + t2 + … of a non-empty sequence of tensors (the same sums as the builtin ``sum``,
+    without its leading 0, so the result is always a tensor)."""
+    return reduce(operator.add, parts)
+
+
 class PerceptualLoss(nn.Module):
     """λ1·L1 + λ2·L_fr + λ3·L_sr (paper Eq. 13-15); ``terms`` returns the three unweighted parts.
 
@@ -105,6 +113,9 @@ class PerceptualLoss(nn.Module):
         rgb: channels of the input fed to VGG (B4, B3, B2 of 13 S2 bands).
         imagenet_norm: normalise the VGG input with ImageNet mean/std (the alternative reading; off).
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(
         self, vgg_weights: str | os.PathLike[str] | None = None,
@@ -141,8 +152,8 @@ class PerceptualLoss(nn.Module):
     def terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unweighted ``l1``, ``feature`` (Eq. 14) and ``style`` (Eq. 15) losses, scalars."""
         fp, ft = self.features(pred), self.features(target)
-        feature = sum(F.l1_loss(fp[k], ft[k]) for k in TAPS)
-        style = sum(F.l1_loss(gram_matrix(fp[k]), gram_matrix(ft[k])) for k in STYLE_TAPS)
+        feature = _total(F.l1_loss(fp[k], ft[k]) for k in TAPS)
+        style = _total(F.l1_loss(gram_matrix(fp[k]), gram_matrix(ft[k])) for k in STYLE_TAPS)
         return {"l1": F.l1_loss(pred, target), "feature": feature, "style": style}
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Align-CR against its spec (align_cr.md §2.4, §2.5, §3, §4, §8)."""
+"""Align-CR against docs/models/align_cr.md: parameter counts, official keys, shapes, DCN, loss, optimizer."""
 
 import copy
 
@@ -39,14 +39,14 @@ def meta_model() -> AlignCR:
         return AlignCR()
 
 
-# --- §2.4 / §8.1 parameter counts ---------------------------------------------------------
+# --- parameter counts ---------------------------------------------------------------------
 
 
-def test_parameter_count_matches_spec_and_card():
+def test_parameter_count_matches_docs_and_card():
     assert count_parameters("align_cr") == 45_528_532 == model_card("align_cr").parameters
 
 
-def test_per_part_counts_match_spec(meta_model):
+def test_per_part_counts_match_docs(meta_model):
     m = meta_model
     align = m.SFAlign[0]
     assert n_params(align) == 4_861_344
@@ -73,15 +73,16 @@ def test_per_part_counts_match_spec(meta_model):
     assert n_params(m.UPNet) == 223_748
 
 
-# --- §2.5 checkpoint keys -----------------------------------------------------------------
+# --- checkpoint keys ----------------------------------------------------------------------
 
 
 def official_keys(blocks: int = 6, layers: int = 5) -> set[str]:
-    """The official RDN_residual_CR (Align-CR) state-dict keys, written out from spec §2.5."""
+    """The official RDN_residual_CR (Align-CR) state-dict keys, written out by hand."""
     wb = ("weight", "bias")
     keys = {f"{n}.{p}" for n in ("SFE_conv", "SFE_conv_SAR", "GFF.0", "GFF.1", "UPNet.0", "UPNet.2") for p in wb}
     for fe in ("SFE_module", "SFE_module_SAR"):
-        keys |= {f"{fe}.{j}.body.{k}.{p}" for j in range(5) for k in (0, 2, 3) for p in ("weight_g", "weight_v", "bias")}
+        wn = ("weight_g", "weight_v", "bias")
+        keys |= {f"{fe}.{j}.body.{k}.{p}" for j in range(5) for k in (0, 2, 3) for p in wn}
     dcn = ("weight", "bias", "conv_offset.weight", "conv_offset.bias")
     for i in range(blocks):
         r = f"RDBs.{i}."
@@ -97,10 +98,12 @@ def official_keys(blocks: int = 6, layers: int = 5) -> set[str]:
         keys |= {f"{a}{s}_{m}.{p}" for s in ("src", "ref") for m in fpn for p in wb}
         pcd = a + "pcd_align."
         convs = [f"offset_conv1.l{j}" for j in (1, 2, 3)] + [f"offset_conv2.l{j}" for j in (1, 2, 3)]
-        convs += ["offset_conv3.l2", "offset_conv3.l1", "feat_conv.l2", "feat_conv.l1", "cas_offset_conv1", "cas_offset_conv2"]
+        convs += ["offset_conv3.l2", "offset_conv3.l1", "feat_conv.l2", "feat_conv.l1",
+                  "cas_offset_conv1", "cas_offset_conv2"]
         keys |= {f"{pcd}{m}.{p}" for m in convs for p in wb}
         keys |= {f"{pcd}{m}.{p}" for m in ("dcn_pack.l3", "dcn_pack.l2", "dcn_pack.l1", "cas_dcnpack") for p in dcn}
-        keys |= {f"DF.{i}.fac_warp.{m}.{p}" for m in ("0.0", "1.stem.0", "1.stem.2", "2.stem.0", "2.stem.2", "3.0") for p in wb}
+        dfg = ("0.0", "1.stem.0", "1.stem.2", "2.stem.0", "2.stem.2", "3.0")
+        keys |= {f"DF.{i}.fac_warp.{m}.{p}" for m in dfg for p in wb}
         keys |= {f"{g}.{i}.{p}" for g in ("sar_fuse_1x1conv", "opt_distribute_1x1conv") for p in wb}
     return keys
 
@@ -132,7 +135,7 @@ def test_official_checkpoint_layout_loads(model, tmp_path):
         assert torch.equal(loaded.state_dict()[k], v), k
 
 
-# --- §8.2 shapes, masks -------------------------------------------------------------------
+# --- shapes, masks ------------------------------------------------------------------------
 
 
 def test_shapes_at_64(model):
@@ -154,7 +157,7 @@ def test_shapes_at_160(model):
 
 @pytest.mark.parametrize(("size", "levels"), [(160, [80, 40, 20]), (128, [64, 32, 16])])
 def test_pyramid_levels(size, levels):
-    """Internal pyramid sizes for a size×size input (features at size/2), spec §8.2."""
+    """Internal pyramid sizes for a size×size input (features at size/2)."""
     torch.manual_seed(0)
     align = AlignFeature(16, deformable_groups=8)  # narrow: only the geometry is checked
     f = torch.rand(1, 16, size // 2, size // 2)
@@ -191,7 +194,7 @@ def test_band_and_grid_mismatch_errors(meta_model):
         meta_model(torch.rand(1, 4, 32, 32, device="meta"), torch.rand(1, 2, 16, 16, device="meta"))
 
 
-# --- §8.3 / deformable conv ---------------------------------------------------------------
+# --- deformable conv ----------------------------------------------------------------------
 
 
 def test_dcn_at_init_is_half_conv_plus_bias():
@@ -243,7 +246,7 @@ def test_dcn_offsets_follow_basicsr_chunk_layout():
 
 
 def test_align_block_is_deterministic_and_keeps_shape():
-    """§8.4: a fresh Align block maps (src, ref) deterministically; src = ref twice → equal."""
+    """A fresh Align block maps (src, ref) deterministically; src = ref twice → equal."""
     torch.manual_seed(5)
     align = AlignFeature(96)
     f = torch.rand(1, 96, 16, 16)
@@ -314,7 +317,7 @@ def test_dual_stl_is_prenorm_and_shift_needs_mask():
     assert torch.equal(y, x) and torch.equal(ys, s)
 
 
-# --- §8.5, §8.6, §8.11 whole model --------------------------------------------------------
+# --- whole model --------------------------------------------------------------------------
 
 
 def test_identity_residual_is_bit_exact(model):
@@ -327,7 +330,7 @@ def test_identity_residual_is_bit_exact(model):
 
 
 def test_global_skip_uses_relu_of_first_conv(model):
-    """§8.6: with the fusion path silenced (GFF's last conv zeroed) the output is
+    """With the fusion path silenced (GFF's last conv zeroed) the output is
     UPNet(ReLU(SFE_conv(unshuffle(x)))) + x, not UPNet(SFE_conv(...)) + x."""
     m = copy.deepcopy(model)
     with torch.no_grad():
@@ -379,7 +382,7 @@ def test_gradients_reach_every_parameter():
     assert dead == ["opt_distribute_1x1conv.5.weight", "opt_distribute_1x1conv.5.bias"]
 
 
-# --- §3 / §8.7 loss -----------------------------------------------------------------------
+# --- loss -------------------------------------------------------------------------------
 
 
 def test_loss_known_values():
@@ -406,7 +409,7 @@ def test_loss_rejects_bad_mask():
         cloud_weighted_loss(torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8), torch.zeros(1, 8, 4))
 
 
-# --- §4 / §8.8 optimizer ------------------------------------------------------------------
+# --- optimizer ------------------------------------------------------------------------
 
 
 def test_param_groups(meta_model):
@@ -420,7 +423,7 @@ def test_param_groups(meta_model):
     assert [g["lr"] for g in opt.param_groups] == [2e-4, 3e-5]
 
 
-def test_lr_schedule_matches_spec_table():
+def test_lr_schedule_matches_docs_table():
     lrs = [1e-4 * lr_factor(e) for e in range(30)]
     assert lrs[:10] == [1e-4] * 10
     assert lrs[10:15] == [5e-5] * 5
@@ -454,7 +457,9 @@ def _fit_shift(learn_offsets: bool, steps: int = 150) -> float:
     opt = torch.optim.Adam(params, lr=1e-3)
     losses = []
     for _ in range(steps):
-        ref = F.interpolate(torch.randn(2, 16, 4, 4, generator=gen), size=(16, 16), mode="bilinear", align_corners=False)
+        ref = F.interpolate(
+            torch.randn(2, 16, 4, 4, generator=gen), size=(16, 16), mode="bilinear", align_corners=False
+        )
         loss = F.mse_loss(head(align(torch.roll(ref, 3, dims=-1), ref)), ref)
         opt.zero_grad()
         loss.backward()
@@ -465,6 +470,6 @@ def _fit_shift(learn_offsets: bool, steps: int = 150) -> float:
 
 @pytest.mark.slow
 def test_learned_offsets_undo_a_shift():
-    """§8.4 toy: with learnable offsets the loss ends clearly below the frozen-grid baseline
+    """Toy alignment: with learnable offsets the loss ends clearly below the frozen-grid baseline
     (measured 0.386 vs 0.463 on CPU; about 30 s, CPU deform-conv backward is slow)."""
     assert _fit_shift(True) < 0.9 * _fit_shift(False)

@@ -1,4 +1,4 @@
-"""CA-MTCR model checks from ca_mtcr.md §8 (no dataset needed; random weights, 32 px inputs)."""
+"""CA-MTCR model checks (docs/models/ca_mtcr.md; no dataset needed; random weights, 32 px inputs)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_parameter_counts_per_part(model: CAMTCR) -> None:
     assert _parts(model.caf_conv) == 16_640
     assert _parts(model.ltae) == 49_792
     assert _parts(model.decoder) + _parts(model.out_conv) == 430_477
-    # Ablations (§2.2, §2.9): w/o RegS, w/o SAR; w/o CA keeps every parameter.
+    # Ablations: w/o RegS, w/o SAR; w/o CA keeps every parameter.
     assert count_parameters("ca_mtcr", region_selection=False) == 7_430_117
     assert count_parameters("ca_mtcr", use_sar=False) == 6_889_015
     assert count_parameters("ca_mtcr", change_aware=False) == 7_431_287
@@ -140,7 +140,7 @@ def test_invalid_sar_step_is_no_information(model: CAMTCR) -> None:
 def test_fusion_weights(model: CAMTCR) -> None:
     opt, sar, days = _inputs(3, b=2)
     with torch.no_grad():
-        c, w, f = model.weights_and_changes(opt, sar, days)
+        _c, w, f = model.weights_and_changes(opt, sar, days)
     assert w.shape == (2, 3, H, H) and f.shape == (2, 3, 128, H, H)
     assert (w.sum(dim=1) - 1).abs().max() < 1e-5 and w.min() >= 0
     opt, sar, days = _inputs(1)
@@ -175,7 +175,7 @@ def test_forced_unit_mask_equals_without_regs() -> None:
 
 
 def test_region_mask_suppresses_cloud_block() -> None:
-    """§8.6: a synthetic cloud block (bright 16×16 px = 4×4 tokens); R = 0 there removes it."""
+    """A synthetic cloud block (bright 16×16 px = 4×4 tokens); R = 0 there removes it."""
     m = _model()
     enc = m.opt_encoder
     h = H // 4
@@ -214,7 +214,7 @@ def test_region_mask_suppresses_cloud_block() -> None:
 
 
 def test_half_mask_changes_next_attention() -> None:
-    """Post-norm (§2.1): scaling tokens by R = 0.5 changes the next block's attention."""
+    """Post-norm: scaling tokens by R = 0.5 changes the next block's attention."""
     m = _model()
     enc = m.opt_encoder
     h = H // 4
@@ -302,14 +302,14 @@ def test_without_sar_variant() -> None:
     assert y.shape == (1, 13, H, H) and torch.equal(c, torch.ones_like(c))
 
 
-def test_multiply_adds_match_spec_budget() -> None:
-    """§2.8 at (1, T, ·, 256, 256): conv/linear/matmul multiply-adds (torch's counter; fvcore
+def test_multiply_adds_match_the_budget() -> None:
+    """Cost at (1, T, ·, 256, 256): conv/linear/matmul multiply-adds (torch's counter; fvcore
     adds ≈ 4 G of norm and elementwise ops on top: 453.42 G for T = 3)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from cloudrm_engine.models.ca_mtcr import TBlock
 
-    TBlock.use_sdpa = False  # explicit matmuls, as the spec counts them
+    TBlock.use_sdpa = False  # explicit matmuls, as the documented counts use
     try:
         with torch.device("meta"):
             m = create_model("ca_mtcr").eval()
@@ -325,7 +325,7 @@ def test_multiply_adds_match_spec_budget() -> None:
     finally:
         TBlock.use_sdpa = True
     assert abs(macs[3] - 449.33) < 0.05 and abs(macs[1] - 164.67) < 0.05
-    assert abs(attention - 206.56) < 0.01  # attention matmuls, exactly the spec's figure
+    assert abs(attention - 206.56) < 0.01  # attention matmuls, exactly the documented figure
 
 
 def test_param_groups_and_schedule(model: CAMTCR) -> None:

@@ -1,4 +1,4 @@
-"""CAFR against its spec (cafr.md §2.7, §2.3, §2.6, §3, §8): network, cloud mask M′, loss."""
+"""CAFR against docs/models/cafr.md: network, cloud mask M′, loss."""
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_parameter_count_matches_spec_and_card():
+def test_parameter_count_matches_docs_and_card():
     assert count_parameters("cafr") == 14_827_373 == model_card("cafr").parameters
     assert count_parameters("cafr", repo_gate_order=True) == 14_827_373
 
@@ -41,8 +41,8 @@ def test_card():
     assert card.default_checkpoint is None and card.size_multiple == 16
 
 
-def test_per_module_counts_match_spec_table():
-    """cafr.md §2.7, measured on the repository network."""
+def test_per_module_counts_match_docs_table():
+    """Per-module counts, as measured on the repository network."""
     with torch.device("meta"):
         m = CAFR()
     assert [n_params(getattr(m, k)) for k in ("SFENet1", "SFENet2", "SFENet1_SAR", "SFENet2_SAR")] == [
@@ -104,7 +104,7 @@ def test_size_not_multiple_of_16_is_rejected():
 
 
 def test_identity_residual_is_exact(model):
-    """cafr.md §8.3: zeroing the last IRN conv gives pred == cloudy bit for bit."""
+    """Zeroing the last IRN conv gives pred == cloudy bit for bit."""
     m = CAFR()
     m.load_state_dict(model.state_dict())
     m.eval()
@@ -152,7 +152,7 @@ def test_gate_orders_agree_without_shift():
 
 
 def test_repo_gate_order_leaves_sar_unmasked():
-    """§2.3 step 4: with g ≈ 0 the optical stream is the same in both orders; the SAR stream of
+    """Gate/mask order: with g ≈ 0 the optical stream is the same in both orders; the SAR stream of
     the repository attends across shift regions, GLF-CR's does not."""
     glf, repo = attention_pair(bias=-30.0)
     x, s = windows(1)
@@ -165,7 +165,7 @@ def test_repo_gate_order_leaves_sar_unmasked():
 
 
 def test_gate_open_makes_optical_use_sar_logits():
-    """§8.6: gate bias +30 (g ≈ 1) → A_opt ≈ A_sar, so opt output = softmax(A_sar)·v_opt."""
+    """Gate bias +30 (g ≈ 1) → A_opt ≈ A_sar, so opt output = softmax(A_sar)·v_opt."""
     glf, _ = attention_pair(bias=30.0)
     x, s = windows(2)
     opt, _ = glf(x, s, None)
@@ -223,7 +223,7 @@ def test_dark_and_snow_images_are_clear():
 
 
 def test_64px_square_loses_one_pixel_ring_and_corners():
-    """§8.7: background score −1 is not clipped before the box filter."""
+    """Background score −1 is not clipped before the box filter."""
     dn = np.full((13, 256, 256), DARK)
     dn[:, 96:160, 96:160] = CLOUD[:, None, None]
     m = cafr_cloud_mask(dn)
@@ -253,7 +253,7 @@ def test_threshold_moves_the_edge():
     assert float(s[34, 34]) == pytest.approx((2 * 36 - 49) / 49)
     assert float(s[33, 60]) == pytest.approx((2 * 35 - 49) / 49)
     m = cafr_cloud_mask(dn, threshold=0.5)  # drops the k = 5 ring and the 6×6 corners
-    ys, xs = np.nonzero(m)
+    ys, _xs = np.nonzero(m)
     assert m.sum() == 60 * 60 - 4 and (ys.min(), ys.max()) == (34, 93)
 
 
@@ -271,7 +271,7 @@ def test_wrong_band_count_is_a_clear_error():
 
 
 def reference_cloud_score(dn: np.ndarray) -> np.ndarray:
-    """DSen2-CR's formulation with scipy (cafr.md §2.6), written out for comparison."""
+    """DSen2-CR's formulation with scipy, written out for comparison."""
     ndimage = pytest.importorskip("scipy.ndimage")
     signal = pytest.importorskip("scipy.signal")
     d = dn.astype(np.float64) / 10000
@@ -316,7 +316,7 @@ def test_shadow_detector_matches_scipy_on_real_sample():
     assert got.mean() == pytest.approx(0.1747, abs=1e-4)
 
 
-# --------------------------------------------------------------------------- loss (§3, §8.8)
+# --------------------------------------------------------------------------- loss
 
 
 def loss_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -373,7 +373,7 @@ def grad_at(mask_value: int, **kw) -> float:
 
 
 def test_cloud_pixel_gradient_ratios():
-    """§8.8: MSE term 4× on cloud pixels (0.8 / 0.2); repo L1 term 5× ((2.0 + 0.5) / 0.5)."""
+    """MSE term 4× on cloud pixels (0.8 / 0.2); repo L1 term 5× ((2.0 + 0.5) / 0.5)."""
     assert grad_at(1, lambda_ssim=0) / grad_at(0, lambda_ssim=0) == pytest.approx(4.0)
     kw = {"repo_loss": True, "repo_weights": (2.0, 0.5, 0.0)}
     assert grad_at(1, **kw) / grad_at(0, **kw) == pytest.approx(5.0)

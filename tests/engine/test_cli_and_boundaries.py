@@ -79,9 +79,10 @@ def test_packaged_names_cover_every_engine_package():
     import tomllib
 
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    engine = REPO / "engine"
     found = {
-        "cloudrm_engine" + ("." + ".".join(p.parent.relative_to(REPO / "engine").parts) if p.parent != REPO / "engine" else "")
-        for p in (REPO / "engine").rglob("__init__.py")
+        "cloudrm_engine" + ("." + ".".join(p.parent.relative_to(engine).parts) if p.parent != engine else "")
+        for p in engine.rglob("__init__.py")
     }
     assert found == listed
     assert not Path(REPO / "engine" / "__init__.py").read_text().count("import torch")

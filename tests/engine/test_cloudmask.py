@@ -1,4 +1,4 @@
-"""Rule-based cloud score (glf_cr.md §5) on the real sample and on known pixels."""
+"""Rule-based cloud score (DSen2-CR, docs/data.md) on the real sample and on known pixels."""
 
 import numpy as np
 import rasterio

@@ -163,9 +163,13 @@ def test_input_errors(pair, tmp_path):
     with pytest.raises(InputError, match="is not on the grid of the optical input"):
         keep_clear(opt, shifted, tmp_path / "o.tif")
     four = write_geotiff(tmp_path / "four.tif", inp[:4])
-    with pytest.raises(InputError, match=r"computes its cloud mask from the 13 Sentinel-2 L1C bands; optical raster 'four.tif' .* has 4: give a mask"):
+    with pytest.raises(
+        InputError,
+        match=r"computes its cloud mask from the 13 Sentinel-2 L1C bands; "
+        r"optical raster 'four.tif' .* has 4: give a mask",
+    ):
         keep_clear(four, four, tmp_path / "o.tif")
-    with pytest.raises(InputError, match="has 4 bands, the optical input .* 13"):
+    with pytest.raises(InputError, match=r"has 4 bands, the optical input .* 13"):
         keep_clear(opt, four, tmp_path / "o.tif")
     with pytest.raises(InputError, match="is the optical input"):
         keep_clear(opt, pred, opt)

@@ -5,8 +5,8 @@ import pytest
 import rasterio
 import torch
 
-from cloudrm_engine.inference.device import resolve_device
 from cloudrm_engine.api import predict_scene
+from cloudrm_engine.inference.device import resolve_device
 from cloudrm_engine.models import create_model
 from tests.conftest import DEMO_CKPT, crop_sample
 

@@ -1,4 +1,4 @@
-"""Basic losses (cafr.md §3, mmcanet.md §4): L1, MSE, Gaussian SSIM, L1 + SSIM."""
+"""Basic losses (CAFR, MMCANet): L1, MSE, Gaussian SSIM, L1 + SSIM."""
 
 import math
 

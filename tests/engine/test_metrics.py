@@ -1,4 +1,4 @@
-"""Metric definitions (glf_cr.md §6, §8 item 12)."""
+"""Metric definitions (docs/models/glf_cr.md, "Metrics")."""
 
 import math
 

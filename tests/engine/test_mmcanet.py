@@ -1,4 +1,4 @@
-"""MMCANet, MMCANet_l and MPIR1-4 against their spec (mmcanet.md §2.2-2.5, §3, §9)."""
+"""MMCANet, MMCANet_l and MPIR1-4 against docs/models/mmcanet.md."""
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from cloudrm_engine.models.mmcanet import CrossAttention, MMCANet
 from cloudrm_engine.models.mpir import MPIR, ORSNetStage, downscale, upscale
 
 MODELS = ["mmcanet", "mmcanet_l", "mpir1", "mpir2", "mpir3", "mpir4"]
-SPEC_PARAMS = {
+DOC_PARAMS = {
     "mmcanet": 22_241_383,
     "mmcanet_l": 22_759_719,
     "mpir1": 66_730_037,
@@ -38,18 +38,18 @@ def build(name: str, seed: int = 0, **config: object) -> torch.nn.Module:
     return create_model(name, **config).eval()
 
 
-# --- parameter counts (§2.2, §2.3, §2.4, §2.5, §3) -------------------------------------------
+# --- parameter counts ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", MODELS)
-def test_parameter_counts_match_spec(name):
-    assert count_parameters(name) == SPEC_PARAMS[name] == model_card(name).parameters
+def test_parameter_counts_match_docs(name):
+    assert count_parameters(name) == DOC_PARAMS[name] == model_card(name).parameters
 
 
-def test_wide_variant_count_matches_spec():
+def test_wide_variant_count_matches_docs():
     assert count_parameters("mmcanet", width=64) == 74_540_743
 
 
-def test_part_counts_match_spec():
+def test_part_counts_match_docs():
     with torch.device("meta"):
         assert n_params(MFFBlock(32)) == 48_096
         assert n_params(MFFBlock(64)) == 109_888
@@ -74,7 +74,7 @@ def test_cards_are_rgb_with_vv_vh():
     assert [model_card(n).size_multiple for n in MODELS] == [8, 8, 32, 32, 32, 16]
 
 
-# --- KBA (§2.2, §9.2) ----------------------------------------------------------------------------
+# --- KBA ----------------------------------------------------------------------------------------
 
 def naive_kba(u, att, weight, bias, k=3, gc=4):
     """Literal reading: build each pixel's kernel Σ_s att_s W_s and apply it to the unfolded patch."""
@@ -135,10 +135,10 @@ def test_mff_base_init_bound():
     assert torch.equal(block.beta, torch.full((32,), 1e-2))
 
 
-# --- cross attention (§2.3, §9.4) ----------------------------------------------------------------
+# --- cross attention ----------------------------------------------------------------------------
 
 def naive_cross_attention(xa: CrossAttention, x_opt, x_sar):
-    """Spec eqs. on explicit c×N matrices for one sample."""
+    """The documented equations on explicit c×N matrices for one sample."""
     def mats(q, k, v, x):
         f = lambda conv: conv(x)[0].reshape(x.shape[1], -1)  # noqa: E731
         return f(q), f(k), f(v)
@@ -195,7 +195,7 @@ def test_cross_attention_is_pixel_permutation_equivariant():
     assert torch.allclose(xa(pa, pb).flatten(2), xa(a, b).flatten(2)[..., perm], atol=1e-5)
 
 
-# --- ASPP (§2.4, §9.5) --------------------------------------------------------------------------
+# --- ASPP ---------------------------------------------------------------------------------------
 
 def test_aspp_branches_and_pooling():
     torch.manual_seed(0)
@@ -287,7 +287,7 @@ def test_non_multiple_sizes_are_padded_and_cropped():
 
 
 def test_band_mismatch_is_reported():
-    opt, sar = inputs(16)
+    _opt, sar = inputs(16)
     with pytest.raises(ValueError, match="built for 3 optical \\+ 2 SAR bands, got 4 \\+ 2"):
         MMCANet(enc_blocks=(1, 1, 1, 1), dec_blocks=(1, 1))(torch.rand(1, 4, 16, 16), sar)
 
@@ -349,7 +349,7 @@ def test_zeroed_end_passes_the_rgb_bands_through_the_predictor(tmp_path):
         ({"sar_stream": False}, 22_241_383 - 7_848_544 + 576 - 419_716 - 3_670_016 - 8_192 - 1_024),
     ],
 )
-def test_ablations_of_spec_table_v(config, params):
+def test_ablations_of_paper_table_v(config, params):
     assert count_parameters("mmcanet", **config) == params
     torch.manual_seed(0)
     model = MMCANet(enc_blocks=(1, 1, 1, 1), dec_blocks=(1, 1), **config).eval()
@@ -371,5 +371,5 @@ def test_kba_recompute_gives_the_same_gradients():
         block(x).square().sum().backward()
         grads.append((block.w.grad.clone(), block.conv211.weight.grad.clone()))
     assert grads[0][0].abs().sum() > 0
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Input scaling (glf_cr.md §1, §8 item 11) and the file-mean NaN fill."""
+"""Input scaling (docs/data.md, "Scaling conventions") and the file-mean NaN fill."""
 
 import numpy as np
 import rasterio
@@ -23,7 +23,7 @@ def test_optical_clip_and_scale():
     np.testing.assert_allclose(normalize_optical(x)[0, 0], [0.0, 0.0, 0.25, 1.0, 1.0])
 
 
-def test_card_normalisation_is_the_spec():
+def test_card_normalisation_is_the_documented_one():
     norm = model_card("glf_cr").normalisation
     assert norm["sar"]["clip"] == [[-25.0, 0.0], [-32.5, 0.0]]
     assert norm["optical"] == {"clip": [0, 10000], "scale": 10000}

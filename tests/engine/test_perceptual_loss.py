@@ -1,4 +1,4 @@
-"""CA-MTCR loss (ca_mtcr.md §3, §8.11) with a randomly initialised VGG16 saved to a temp file."""
+"""CA-MTCR loss (docs/models/ca_mtcr.md, "Loss") with a randomly initialised VGG16 saved to a temp file."""
 
 from __future__ import annotations
 

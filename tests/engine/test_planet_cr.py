@@ -1,4 +1,4 @@
-"""Planet-CR / M3R-CR reader on a made-up dataset in the real layout (align_cr.md §5, §8.9)."""
+"""Planet-CR / M3R-CR reader on a made-up dataset in the real layout (docs/training.md, "Planet-CR / M3R-CR")."""
 
 from __future__ import annotations
 

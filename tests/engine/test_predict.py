@@ -6,8 +6,8 @@ import rasterio
 from rasterio.transform import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from cloudrm_engine.errors import Canceled, CheckpointError, InputError
 from cloudrm_engine.api import predict_scene
+from cloudrm_engine.errors import Canceled, CheckpointError, InputError
 from tests.conftest import RecordingProgress, crop_sample, write_geotiff
 
 
@@ -48,7 +48,7 @@ def test_nodata_is_propagated(tmp_path, identity_checkpoint):
     nod = write_geotiff(tmp_path / "nodata_s2.tif", a, crs, t, nodata=0)
     out = tmp_path / "out.tif"
     predict_scene(nod, sar, out, checkpoint=identity_checkpoint, tile_size=32, overlap=16)
-    crs_o, t_o, w, h, c, dtype, nodata = grid_of(out)
+    _crs, _transform, _w, _h, _c, dtype, nodata = grid_of(out)
     assert (nodata, dtype) == (0.0, "uint16")
     with rasterio.open(out) as ds:
         b = ds.read()
@@ -95,11 +95,11 @@ def test_band_count_errors_name_what_was_expected(tmp_path, identity_checkpoint)
     with pytest.raises(InputError, match=r"'rgbn.tif' .* has 4 bands; model glf_cr .* expects 13 bands: B1, B2"):
         predict_scene(four, sar, tmp_path / "o.tif", checkpoint=identity_checkpoint)
     one = write_geotiff(tmp_path / "vv.tif", np.ones((1, 32, 32), np.float32))
-    with pytest.raises(InputError, match="SAR raster 'vv.tif' .* has 1 bands; .* expects 2: VV, VH"):
+    with pytest.raises(InputError, match=r"SAR raster 'vv.tif' .* has 1 bands; .* expects 2: VV, VH"):
         predict_scene(opt, one, tmp_path / "o.tif", checkpoint=identity_checkpoint)
-    with pytest.raises(InputError, match="is the input raster 'crop_s2.tif'"):
+    with pytest.raises(InputError, match=r"is the input raster 'crop_s2.tif'"):
         predict_scene(opt, sar, opt, checkpoint=identity_checkpoint)
-    with pytest.raises(InputError, match="optical raster 'nope.tif': file not found"):
+    with pytest.raises(InputError, match=r"optical raster 'nope.tif': file not found"):
         predict_scene(tmp_path / "nope.tif", sar, tmp_path / "o.tif", checkpoint=identity_checkpoint)
 
 

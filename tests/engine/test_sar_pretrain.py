@@ -1,4 +1,4 @@
-"""SAR VQ-VAE, Noise2Noise pretraining and loading the encoder into CA-MTCR (ca_mtcr.md §4.2, §8.12)."""
+"""SAR VQ-VAE, Noise2Noise pretraining and loading the encoder into CA-MTCR."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def test_nearest_follows_gdal_convention_3_4_3_runs(tmp_path):
 @pytest.mark.parametrize("resampling", ["nearest", "bilinear"])
 def test_tiles_equal_one_warp_of_the_whole_grid(tmp_path, resampling):
     rng = np.random.default_rng(0)
-    # SAR origin 1.5 m / 2 m off the optical grid, as in M3R-CR (align_cr.md §5).
+    # SAR origin 1.5 m / 2 m off the optical grid, as in M3R-CR (docs/data.md).
     opt, sar = _pair(tmp_path, rng.uniform(-25, 0, (2, 24, 24)), dx=-1.5, dy=2.0)
     with open_sar_on_grid(sar, opt, RecordingProgress(), resampling) as vrt:
         whole = vrt.read().astype(np.float32)

@@ -113,9 +113,13 @@ def test_other_grids_are_resampled_onto_the_target_grid(tmp_path):
         assert a.dtype == np.float32 and np.allclose(a, 600)
     assert any("resampling it onto the target grid" in w and "'S2_20230201.tif'" in w for w in prog.warnings)
     far = opt(tmp_path / "S2_20230101.tif", transform=Affine(10, 0, 100000.0, 0, -10, 1000000.0))
-    with pytest.raises(InputError, match=r"optical raster 'S2_20230101.tif' .* does not overlap the target 'S2_20230301.tif'"):
-        with open_series(load_series([far, target], None, RecordingProgress()), RecordingProgress()):
-            pass
+    with (
+        pytest.raises(
+            InputError, match=r"optical raster 'S2_20230101.tif' .* does not overlap the target 'S2_20230301.tif'"
+        ),
+        open_series(load_series([far, target], None, RecordingProgress()), RecordingProgress()),
+    ):
+        pass
     out = tmp_path / "out.tif"
     predict_series([target, coarse], None, out, method="mosaicing", reducer="mean")
     with rasterio.open(target) as t, rasterio.open(out) as o:

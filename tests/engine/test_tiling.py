@@ -30,7 +30,7 @@ def run_identity(h: int, w: int, tile: int, overlap: int, multiple: int = 16):
     [(256, 256, 128, 64), (300, 200, 96, 20), (50, 70, 256, 32), (1000, 64, 64, 16), (17, 333, 48, 16)],
 )
 def test_identity_model_reproduces_input_exactly(h, w, tile, overlap):
-    grid, blender, img, out, hits = run_identity(h, w, tile, overlap)
+    _grid, blender, img, out, hits = run_identity(h, w, tile, overlap)
     assert blender.done
     assert (hits == 1).all(), "every pixel is written exactly once"
     assert np.array_equal(out.astype(np.float32), img)

@@ -33,7 +33,9 @@ def identity_align(tmp_path_factory):
     return make_checkpoint("align_cr", tmp_path_factory.mktemp("ac") / "align_identity.pt", zero="UPNet.2")
 
 
-def test_align_cr_runs_on_a_3m_10m_pair_and_writes_on_the_optical_grid(provider, planet_pair, identity_align, tmp_path, feedback):
+def test_align_cr_runs_on_a_3m_10m_pair_and_writes_on_the_optical_grid(
+    provider, planet_pair, identity_align, tmp_path, feedback
+):
     import processing
 
     optical, sar = planet_pair
@@ -77,7 +79,9 @@ def test_band_count_is_checked_against_the_model(provider, planet_pair, identity
 
     _, sar = planet_pair
     out = tmp_path / "never.tif"
-    with pytest.raises(QgsProcessingException, match=r"has 13 bands; model align_cr .* expects 4 bands: Blue, Green, Red, NIR"):
+    with pytest.raises(
+        QgsProcessingException, match=r"has 13 bands; model align_cr .* expects 4 bands: Blue, Green, Red, NIR"
+    ):
         processing.run(
             "cloudrm:removeclouds",
             {"OPTICAL": str(S2_SAMPLE), "SAR": str(sar), "MODEL": "align_cr", "CHECKPOINT": str(identity_align),

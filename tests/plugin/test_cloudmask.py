@@ -86,7 +86,11 @@ def test_s2cloudless_at_60_m_classifies_6x6_means(tmp_path):
     cloud_mask_scene(src, tmp_path / "m60_tiled.tif", "s2cloudless", resolution=60, block_size=40,  # → 36 px
                      shadows=False)
     assert any("pixel 60 m (6×6 means) → average over 4 px, dilation 2 px" in m for m in prog.infos)
-    with rasterio.open(src) as s, rasterio.open(tmp_path / "m60.tif") as m, rasterio.open(tmp_path / "m60_tiled.tif") as t:
+    with (
+        rasterio.open(src) as s,
+        rasterio.open(tmp_path / "m60.tif") as m,
+        rasterio.open(tmp_path / "m60_tiled.tif") as t,
+    ):
         dn = s.read().astype(np.float64)
         ours, tiled = m.read(1), t.read(1)
     coarse = dn.reshape(13, 16, 6, 16, 6).mean(axis=(2, 4))
@@ -192,7 +196,9 @@ def test_missing_s2cloudless_is_a_dependency_error_with_the_command(tmp_path, mo
     from cloudrm_engine.masks import cloud_mask_scene
 
     monkeypatch.setitem(sys.modules, "s2cloudless", None)  # import raises ImportError
-    with pytest.raises(DependencyError, match=r"needs the Python package s2cloudless .*pip install s2cloudless==1\.7\.3"):
+    with pytest.raises(
+        DependencyError, match=r"needs the Python package s2cloudless .*pip install s2cloudless==1\.7\.3"
+    ):
         cloud_mask_scene(_crop(tmp_path, 16), tmp_path / "o.tif", "s2cloudless")
     assert not (tmp_path / "o.tif").exists()
 
@@ -250,8 +256,10 @@ def test_processing_rejects_a_three_band_image(provider, tmp_path, feedback):
 
     rgb = write_geotiff(tmp_path / "rgb.tif", np.ones((3, 16, 16), np.uint16))
     with pytest.raises(QgsProcessingException, match="has 3 bands; cloud masks need the 13 L1C bands"):
-        processing.run("cloudrm:cloudmask", {"INPUT": str(rgb), "METHOD": "cafr_rule", "OUTPUT": str(tmp_path / "o.tif")},
-                       feedback=feedback)
+        processing.run(
+            "cloudrm:cloudmask", {"INPUT": str(rgb), "METHOD": "cafr_rule", "OUTPUT": str(tmp_path / "o.tif")},
+            feedback=feedback,
+        )
 
 
 def test_canceled_feedback_writes_nothing(provider, tmp_path, feedback):

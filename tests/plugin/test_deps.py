@@ -85,12 +85,14 @@ def test_cloudmask_check_names_torch_and_the_commands(no_torch, provider, tmp_pa
     alg = QgsApplication.processingRegistry().createAlgorithmById("cloudrm:cloudmask")
     src, _ = crop_sample(tmp_path, 0, 0, 16)
     ctx = QgsProcessingContext()
-    ok, msg = alg.checkParameterValues({"INPUT": str(src), "METHOD": "cafr_rule", "OUTPUT": str(tmp_path / "m.tif")}, ctx)
+    params = {"INPUT": str(src), "METHOD": "cafr_rule", "OUTPUT": str(tmp_path / "m.tif")}
+    ok, msg = alg.checkParameterValues(params, ctx)
     assert not ok
     assert msg.startswith("Method cafr_rule cannot run: cloudrm: Python package(s) torch missing")
     assert f"--index-url {CPU} torch" in msg and f"--index-url {CUDA} torch" in msg
     # s2cloudless does not need torch
-    ok, msg = alg.checkParameterValues({"INPUT": str(src), "METHOD": "s2cloudless", "OUTPUT": str(tmp_path / "m.tif")}, ctx)
+    params = {"INPUT": str(src), "METHOD": "s2cloudless", "OUTPUT": str(tmp_path / "m.tif")}
+    ok, msg = alg.checkParameterValues(params, ctx)
     assert ok, msg
 
 
@@ -99,12 +101,16 @@ def test_processing_run_without_torch_explains(no_torch, provider, tmp_path, fee
 
     opt, sar = crop_sample(tmp_path, 0, 0, 16)
     with pytest.raises(QgsProcessingException) as err:
-        processing.run("cloudrm:cloudmask", {"INPUT": str(opt), "METHOD": "cafr_rule", "OUTPUT": str(tmp_path / "m.tif")},
-                       feedback=feedback)
+        processing.run(
+            "cloudrm:cloudmask", {"INPUT": str(opt), "METHOD": "cafr_rule", "OUTPUT": str(tmp_path / "m.tif")},
+            feedback=feedback,
+        )
     assert "torch missing" in str(err.value) and f"--index-url {CUDA} torch" in str(err.value)
     with pytest.raises(QgsProcessingException) as err:
-        processing.run("cloudrm:removeclouds", {"OPTICAL": str(opt), "SAR": str(sar), "OUTPUT": str(tmp_path / "r.tif")},
-                       feedback=feedback)
+        processing.run(
+            "cloudrm:removeclouds", {"OPTICAL": str(opt), "SAR": str(sar), "OUTPUT": str(tmp_path / "r.tif")},
+            feedback=feedback,
+        )
     text = str(err.value)
     assert "Python package(s) torch missing" in text
     assert f"torch --index-url {CPU}" in text and f"torch --index-url {CUDA}" in text
@@ -146,7 +152,9 @@ def test_guided_install_asks_first_then_installs_in_the_background(fake_iface, m
     from qgis.PyQt.QtWidgets import QPushButton
 
     calls = []
-    monkeypatch.setattr(deps, "guided_install", lambda missing, variant, log=None: calls.append((missing, variant)) or "/deps")
+    monkeypatch.setattr(
+        deps, "guided_install", lambda missing, variant, log=None: calls.append((missing, variant)) or "/deps"
+    )
     bar = fake_iface.messageBar()
     assert deps.offer_guided_install(fake_iface, []) is False and bar.items() == []
     assert deps.offer_guided_install(fake_iface, ["torch"]) is True

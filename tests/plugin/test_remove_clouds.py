@@ -87,8 +87,10 @@ def test_wrong_band_count_through_processing(provider, tmp_path, feedback):
     _, sar = crop_sample(tmp_path, 0, 0, 32)
     rgb = write_geotiff(tmp_path / "rgb.tif", np.ones((3, 32, 32), np.uint16))
     with pytest.raises(QgsProcessingException, match=r"'rgb' .* has 3 bands; model glf_cr .* expects 13"):
-        processing.run("cloudrm:removeclouds", {"OPTICAL": str(rgb), "SAR": str(sar), "OUTPUT": str(tmp_path / "o.tif")},
-                       feedback=feedback)
+        processing.run(
+            "cloudrm:removeclouds", {"OPTICAL": str(rgb), "SAR": str(sar), "OUTPUT": str(tmp_path / "o.tif")},
+            feedback=feedback,
+        )
 
 
 def test_result_loads_as_a_true_colour_layer(provider, tmp_path, identity_checkpoint):
