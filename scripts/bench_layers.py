@@ -10,7 +10,8 @@ fast paths), extracted to a temporary folder and imported as a second package ne
 working tree's ``cloudrm_engine``; both get the same random weights and inputs. For every
 model and tile size, and for the changed layers, it prints ms per tile before and after
 (best of --repeat, runs interleaved so that load from other processes hits both alike), the
-before/after ratio and the largest absolute output difference. Nothing is asserted: the
+before/after ratio and the largest absolute output difference; for models with a
+``channels_last`` switch also what that switch alone buys (both runs on the new code). Nothing is asserted: the
 equality checks are tests/engine/test_fast_paths.py.
 
 ``--clock cpu`` measures the process's CPU time instead of wall time: on a machine shared
@@ -126,10 +127,21 @@ def bench_models(args: argparse.Namespace) -> None:
                         model_inputs(name, size, args.batch, args.device), args)
 
 
-def bench_model(label: str, old: torch.nn.Module, new: torch.nn.Module, x: tuple[torch.Tensor, ...],
+def bench_model(label: str, old: Any, new: Any, x: tuple[torch.Tensor, ...],
                 args: argparse.Namespace) -> None:
     with torch.inference_mode():
         report(label, lambda: old(*x), lambda: new(*x), args, per=args.batch)
+    if hasattr(new, "channels_last"):  # what channels-last alone buys, both runs on the new code
+        def run(flag: bool) -> torch.Tensor:
+            new.channels_last = flag
+            try:
+                return new(*x)
+            finally:
+                new.channels_last = True
+
+        with torch.inference_mode():
+            report("  of which channels-last (off → on)", lambda: run(False), lambda: run(True), args,
+                   per=args.batch)
 
 
 def twin(module: str, cls: str, *init: Any) -> tuple[Any, Any]:
@@ -184,6 +196,15 @@ def bench_layers_at(size: int, args: argparse.Namespace) -> None:
     with torch.inference_mode():
         report(f"DFG + dynamic filter {size}² tile", lambda: filt_old(r, dfg_old(o, r), 5),
                lambda: dfg_new.filter(cl(r), cl(o), cl(r)), args)
+    # Align-CR's DCN at the finest pyramid level, with real (non-zero, fractional) offsets.
+    dcn_old, dcn_new = twin("layers.deform", "DCNv2Pack", 96, 96, 3, 1, 8)
+    offset_weight = torch.randn(dcn_new.conv_offset.weight.shape, generator=g) * 0.02
+    with torch.no_grad():
+        for dcn in (dcn_old, dcn_new):
+            dcn.conv_offset.weight.copy_(offset_weight)
+    feat, guide = rand(1, 96, hs, hs), rand(1, 96, hs, hs)
+    with torch.inference_mode():
+        report(f"DCNv2Pack 96→96 {size}² tile", lambda: dcn_old(feat, guide), lambda: dcn_new(feat, guide), args)
     # KBA of an MMCANet full-resolution block (C = 32, 32 bases, 3×3, groups of 4).
     kba_old, kba_new = sub("layers.kbnet", True).kba, sub("layers.kbnet", False).kba_unfolded
     u, att = rand(1, 32, size, size), rand(1, 32, size, size)
