@@ -19,12 +19,12 @@ from rasterio.windows import Window
 from .data.bands import S2_BANDS, S2_RGB, band_indices
 from .errors import InputError
 from .io.checks import check_destination
-from .io.raster import atomic_output, raster_info, read_window
+from .io.raster import atomic_output, open_raster, raster_info, read_window
 
 
 def _read_rgb(path: Path, bands: Sequence[str], max_side: int, role: str) -> np.ndarray:
     info = raster_info(path, role=role)  # missing, a folder, not a raster: InputError naming it
-    with rasterio.open(info.path) as ds:
+    with open_raster(info.path) as ds:
         names = [d or "" for d in ds.descriptions]
         if all(b in names for b in bands):
             idx = [i + 1 for i in band_indices(names, bands, str(path))]

@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import re
+import shutil
 import struct
 import tempfile
 import warnings
@@ -28,7 +29,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from ..errors import CloudrmError, InputError
-from .checks import ValueStats, raster_label
+from .checks import ValueStats, _human, check_destination, raster_label
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,15 @@ def _quiet_open(path: Path) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return rasterio.open(path)
+
+
+def open_raster(path: str | os.PathLike[str]) -> Any:
+    """``rasterio.open(path)`` for reading, without rasterio's NotGeoreferencedWarning.
+
+    The engine's grid checks name a raster without georeferencing themselves; rasterio's
+    warning would print two lines of Python internals on stderr. Use it for every read.
+    """
+    return _quiet_open(Path(path))
 
 
 def raster_info(path: str | os.PathLike[str], name: str | None = None, role: str = "raster") -> RasterInfo:
@@ -260,6 +270,7 @@ class TiffExtent:
     size: int  # file size in bytes
     end: int  # first byte after the furthest directory, offset array or block
     blocks: int  # non-empty strips/tiles over all directories (overviews, masks included)
+    empty: int = 0  # strips/tiles with no data on disk (offset or byte count 0): sparse, or never written
 
 
 def tiff_extent(path: str | os.PathLike[str]) -> TiffExtent | None:
@@ -295,16 +306,16 @@ def _walk_tiff(f: Any, size: int) -> TiffExtent | None:
     count_fmt, count_len, entry_len, off_fmt, off_len = (
         ("Q", 8, 20, "Q", 8) if big else ("H", 2, 12, "I", 4)
     )
-    end, blocks = 0, 0
+    end, blocks, empty = 0, 0, 0
     seen: set[int] = set()
     while ifd and ifd not in seen and len(seen) < _MAX_IFDS:
         seen.add(ifd)
         if ifd + count_len > size:
-            return TiffExtent(size, ifd + count_len, blocks)
+            return TiffExtent(size, ifd + count_len, blocks, empty)
         f.seek(ifd)
         n = struct.unpack(e + count_fmt, f.read(count_len))[0]
         if ifd + count_len + n * entry_len + off_len > size:
-            return TiffExtent(size, ifd + count_len + n * entry_len + off_len, blocks)
+            return TiffExtent(size, ifd + count_len + n * entry_len + off_len, blocks, empty)
         raw = f.read(n * entry_len)
         ifd = struct.unpack(e + off_fmt, f.read(off_len))[0]
         tables: dict[int, np.ndarray] = {}
@@ -324,7 +335,7 @@ def _walk_tiff(f: Any, size: int) -> TiffExtent | None:
                 at = struct.unpack(e + off_fmt, entry[4 + off_len : 4 + 2 * off_len])[0]
                 end = max(end, at + nbytes)
                 if at + nbytes > size:
-                    return TiffExtent(size, end, blocks)
+                    return TiffExtent(size, end, blocks, empty)
                 f.seek(at)
                 data = f.read(nbytes)
             tables[tag] = np.frombuffer(data, dtype=np.dtype(e + item)).astype(np.uint64)
@@ -332,11 +343,12 @@ def _walk_tiff(f: Any, size: int) -> TiffExtent | None:
             offs, cnts = tables.get(off_tag), tables.get(cnt_tag)
             if offs is None or cnts is None or len(offs) != len(cnts):
                 continue
-            used = cnts > 0  # sparse blocks (offset 0, count 0) hold no data
+            used = (cnts > 0) & (offs > 0)  # sparse blocks (offset 0, count 0) hold no data
             if used.any():
                 end = max(end, int((offs[used] + cnts[used]).max()))
                 blocks += int(used.sum())
-    return TiffExtent(size, end, blocks)
+            empty += int((~used).sum())
+    return TiffExtent(size, end, blocks, empty)
 
 
 _SAMPLE_SIDE = 512
@@ -478,12 +490,79 @@ def _cannot_write(path: Path, exc: OSError) -> InputError:
     return InputError(f"cannot write output {path}: {reason}")
 
 
+def _make_folders(folder: Path) -> list[Path]:
+    """``folder.mkdir(parents=True)``; returns the folders it created, deepest first."""
+    missing = []
+    p = folder
+    while not os.path.lexists(p) and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are still empty (another writer may use them)."""
+    for d in folders:
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+def written_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why the raster just written at ``path`` is not complete, or None when it reads back.
+
+    GDAL reports a failed write (a full disk, a quota, an I/O error while flushing its block
+    cache on close) as a logged error, not as an exception: the file is then empty, truncated
+    or lacks blocks, yet ``close()`` returns. This catches it: the file is not empty; for a
+    TIFF every strip/tile of every directory lies inside the file and none is missing (GDAL
+    writes every block of a new GeoTIFF unless ``SPARSE_OK`` is set, which the engine never
+    sets); GDAL opens it and decodes sample blocks (:func:`check_readable`'s choice).
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"it cannot be found after writing ({os.strerror(exc.errno).lower() if exc.errno else exc})"
+    if size == 0:
+        return "nothing was written (0 bytes)"
+    if path.suffix.lower() in (".tif", ".tiff"):
+        ext = tiff_extent(path)
+        if ext is None:
+            return f"its TIFF header or directory is missing or damaged ({size} bytes written)"
+        if ext.end > ext.size:
+            return f"its image data runs to byte {ext.end} but only {ext.size} bytes were written"
+        if ext.empty:
+            return f"{ext.empty} of its {ext.blocks + ext.empty} blocks were not written"
+    try:
+        with _quiet_open(path) as ds:
+            for w in _sample_windows(ds, 8):
+                read_window(ds, w)
+    except Exception as exc:
+        return f"it does not read back ({gdal_message(exc)})"
+    return None
+
+
+def _incomplete(path: Path, problem: str) -> InputError:
+    try:
+        free = f"{_human(shutil.disk_usage(path.parent).free)} free in {path.parent}"
+    except OSError:
+        free = f"free space in {path.parent} unknown"
+    return InputError(
+        f"cannot write output {path}: the file written is incomplete, {problem}; {free}: is the disk full? "
+        "Free some space or choose another folder"
+    )
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike[str], verify: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
 
     The temporary file is ``.<stem>.<pid>.<random>.part<suffix>``: stale ones of the same
     output whose writer no longer runs are removed first (:func:`remove_stale_temps`).
+
+    When the body returns, the temporary file must read back as a complete raster
+    (``verify``, see :func:`written_problem`): GDAL does not raise when a full disk makes its
+    writes fail, so without this check an empty or truncated file would be renamed into place.
 
     On success the side files of the replaced file (``.aux.xml`` statistics, ``.ovr``,
     ``.msk``) are removed, or replaced by the temporary file's own, so no stale statistics
@@ -491,36 +570,42 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     On any exception (including KeyboardInterrupt, SIGTERM under
     :func:`~.signals.terminate_as_interrupt`, and a cancel) the temporary file and its side
-    files are deleted and ``path`` is left untouched (an existing file there is not removed).
-    Concurrent writers each rename a complete file; the last one wins.
+    files are deleted, so are the folders this call created for ``path``, and ``path`` is left
+    untouched (an existing file there is not removed). Concurrent writers each rename a
+    complete file; the last one wins.
 
     Raises:
-        InputError: ``path`` is a folder or another non-regular file, or its folder cannot be
-            created or written (one line, with the reason).
+        InputError: ``path`` is a folder or another non-regular file, its folder cannot be
+            created or written, or the file written is incomplete (one line, with the reason).
     """
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"output {path} is an existing folder: give a file name")
-    if path.exists() and not path.is_file():
-        raise InputError(f"output {path} exists and is not a regular file: choose another path")
+    # the reasons of the check before a run (a folder, a file on the way, /proc, read-only...),
+    # for callers that did not make it
+    check_destination(path, suffixes=(path.suffix.lower(),))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_folders(path.parent)
     except OSError as exc:
         raise _cannot_write(path, exc) from None
     remove_stale_temps(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=".part" + path.suffix, dir=path.parent)
     except OSError as exc:
+        _remove_folders(created)
         raise _cannot_write(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
+    done = False
     try:
         yield tmp_path
+        problem = written_problem(tmp_path) if verify else None
+        if problem is not None:
+            raise _incomplete(path, problem)
         os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; outputs are ordinary files
         try:
             os.replace(tmp_path, path)
         except OSError as exc:
             raise _cannot_write(path, exc) from exc
+        done = True
         for side in SIDECARS:
             own, old = Path(f"{tmp_path}{side}"), Path(f"{path}{side}")
             with contextlib.suppress(OSError):  # a stale side file is worse than none, not fatal
@@ -532,6 +617,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
         for side in SIDECARS:
             Path(f"{tmp_path}{side}").unlink(missing_ok=True)
+        if not done:
+            _remove_folders(created)
 
 
 def geotiff_profile(info: RasterInfo, count: int, dtype: str, nodata: float | None) -> dict[str, Any]:

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 
 from ..errors import InputError
 from ..progress import Progress
 from .align import check_grid, open_sar_on_grid, warped_onto
-from .raster import RasterInfo, raster_info
+from .raster import RasterInfo, open_raster, raster_info
 
 DATE_TAGS: tuple[str, ...] = (
     "ACQUISITION_DATE",
@@ -106,7 +105,7 @@ def parse_date(text: str) -> dt.date | None:
 
 def date_from_metadata(path: str | os.PathLike[str]) -> tuple[dt.date, str] | None:
     """(date, tag) from the raster's default-domain GDAL metadata, or None."""
-    with rasterio.open(path) as ds:
+    with open_raster(path) as ds:
         tags = {k.upper(): v for k, v in ds.tags().items()}
     for key in DATE_TAGS:
         if key in tags:
@@ -268,7 +267,7 @@ def open_optical_on_grid(info: RasterInfo, target: RasterInfo, progress: Progres
         "pixels outside it count as missing for that date",
     )
     if not moved:
-        with rasterio.open(info.path) as ds:
+        with open_raster(info.path) as ds:
             yield ds
         return
     with warped_onto(info.path, target, "bilinear") as vrt:

@@ -1,6 +1,8 @@
 """Bounded fuzzing (issue 14): corrupted bytes of a small GeoTIFF and of a small checkpoint end in
 our own error types or in success, never in another exception (a GDAL, torch or KeyError
-traceback). ~40 examples each, no deadline; a few seconds in all.
+traceback). ~40 examples each, no deadline; a few seconds in all. A handful of corrupted inputs
+and checkpoints also go through the front door (engine.api.run, a whole run of a small model):
+our one-line error or a complete output, never a temporary file or a partial output left.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from hypothesis import strategies as st
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from cloudrm_engine.api import RunRequest, run
 from cloudrm_engine.errors import CheckpointError, CloudrmError, InputError
 from cloudrm_engine.io.checkpoint import load_checkpoint
 from cloudrm_engine.io.raster import check_readable, raster_info, read_window, tiff_extent
 from cloudrm_engine.models import model_card
+from tests.conftest import RecordingProgress, make_checkpoint
 
 FUZZ = settings(
     max_examples=40, deadline=None, derandomize=True, database=None,
@@ -111,3 +115,71 @@ def test_corrupted_checkpoint_bytes_give_checkpoint_errors_only(tmp_path, ckpt_b
         pytest.fail(f"not a CheckpointError: {type(exc).__name__}: {exc}")
     else:
         assert ckpt.model == "glf_cr" and all(isinstance(v, torch.Tensor) for v in ckpt.state_dict.values())
+
+
+# ---- through the front door -------------------------------------------------------------------
+
+FRONT_DOOR = settings(FUZZ, max_examples=20)
+T0 = Affine(10, 0, 600000, 0, -10, 5000000)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> dict[str, object]:
+    """A 64×64 3-band optical (tiled 32, deflate) and SAR pair, and a narrowed untrained MMCANet."""
+    d = tmp_path_factory.mktemp("fuzz-run")
+    rng = np.random.default_rng(1)
+    prof = {"driver": "GTiff", "width": 64, "height": 64, "crs": "EPSG:32631", "transform": T0, "tiled": True,
+            "blockxsize": 32, "blockysize": 32, "compress": "deflate"}
+    with rasterio.open(d / "opt.tif", "w", count=3, dtype="uint16", **prof) as dst:
+        dst.write(rng.integers(0, 8000, (3, 64, 64), dtype=np.uint16))
+    with rasterio.open(d / "sar.tif", "w", count=2, dtype="float32", **prof) as dst:
+        dst.write(rng.uniform(-25, 0, (2, 64, 64)).astype(np.float32))
+    ckpt = make_checkpoint("mmcanet", d / "ckpt.pt", width=8, enc_blocks=[1, 1, 1, 1], dec_blocks=[1, 1])
+    return {"opt": (d / "opt.tif").read_bytes(), "sar": d / "sar.tif", "ckpt": ckpt, "ckpt_bytes": ckpt.read_bytes()}
+
+
+def run_front_door(folder: Path, optical: Path, sar: Path, ckpt: Path, named: Path) -> None:
+    """One run of the engine's front door; only our one-line error may escape, naming ``named``."""
+    out = folder / "out" / "result.tif"
+    try:
+        run(RunRequest(optical=[str(optical)], sar=[str(sar)], output=str(out), model="mmcanet",
+                       checkpoint=str(ckpt), tile_size=32, keep_clear=False), RecordingProgress())
+    except CloudrmError as exc:
+        text = str(exc)
+        assert "\n" not in text and str(named) in text and "weights_only" not in text, text
+        assert not out.parent.exists(), "a failed run left its output folder"
+    else:
+        with rasterio.open(out) as ds:
+            assert (ds.count, ds.width, ds.height) == (3, 64, 64)
+        assert sorted(p.name for p in out.parent.iterdir()) == ["result.tif"]
+        out.unlink()
+        out.parent.rmdir()
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny convolutions on 2 threads crawl when another process holds a core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@FRONT_DOOR
+@given(edits=EDITS, cut=CUT)
+def test_corrupted_optical_through_the_front_door(tmp_path_factory, scene, one_thread, edits, cut):
+    d = tmp_path_factory.mktemp("fuzz-opt")
+    opt = d / "fuzz.tif"
+    opt.write_bytes(mutate(scene["opt"], edits, cut))  # type: ignore[arg-type]
+    run_front_door(d, opt, scene["sar"], scene["ckpt"], opt)  # type: ignore[arg-type]
+
+
+@FRONT_DOOR
+@given(edits=EDITS, cut=CUT)
+def test_corrupted_checkpoint_through_the_front_door(tmp_path_factory, scene, one_thread, edits, cut):
+    d = tmp_path_factory.mktemp("fuzz-ckpt")
+    ckpt = d / "fuzz.pt"
+    ckpt.write_bytes(mutate(scene["ckpt_bytes"], edits, cut))  # type: ignore[arg-type]
+    opt = d / "opt.tif"
+    opt.write_bytes(scene["opt"])  # type: ignore[arg-type]
+    run_front_door(d, opt, scene["sar"], ckpt, ckpt)  # type: ignore[arg-type]

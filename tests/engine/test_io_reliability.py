@@ -8,17 +8,20 @@ Covers engine/io/raster.py (reads, cheap read check, atomic output), engine/io/c
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pickle
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -512,6 +515,105 @@ def test_any_exception_leaves_the_old_output_and_no_temp(tmp_path, exc):
     assert (tmp_path / "result.tif.aux.xml").read_text() == "old stats"
 
 
+def tiled_tiff(path: Path, n: int = 128) -> Path:
+    """A tiled (64×64) deflate GeoTIFF of incompressible noise: 4 blocks of many bytes each."""
+    return tiled(path, noise(1, n, n))
+
+
+def zero_block_entry(path: Path, k: int) -> Path:
+    """``path`` with tile ``k``'s offset and byte count zeroed in the TIFF directory (never written)."""
+    gdal = pytest.importorskip("osgeo.gdal")
+    ds = gdal.Open(str(path))
+    off = int(ds.GetRasterBand(1).GetMetadataItem(f"BLOCK_OFFSET_{k % 2}_{k // 2}", "TIFF"))
+    ds = None
+    data = bytearray(path.read_bytes())
+    at = data.find(struct.pack("<I", off))  # the entry in the TileOffsets array (classic TIFF)
+    assert at > 0
+    data[at : at + 4] = b"\0\0\0\0"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: p.write_bytes(b""), r"^nothing was written \(0 bytes\)$"),
+        (lambda p: truncate(tiled_tiff(p.with_name("src.tif")), p, 0.7),
+         r"^its image data runs to byte \d+ but only \d+ bytes were written$"),
+        (lambda p: p.write_bytes(tiled_tiff(p.with_name("src.tif")).read_bytes()[:6]),
+         r"^its TIFF header or directory is missing or damaged \(6 bytes written\)$"),
+        (lambda p: zero_block_entry(tiled_tiff(p), 1), r"^1 of its 4 blocks were not written$"),
+    ],
+    ids=["empty", "truncated", "no-directory", "missing-block"],
+)
+def test_written_problem_names_what_a_failed_write_left(tmp_path, make, match):
+    out = tmp_path / "out.tif"
+    make(out)
+    assert re.match(match, raster_mod.written_problem(out) or "")
+
+
+def test_written_problem_passes_complete_files_and_reads_other_formats(tmp_path):
+    assert raster_mod.written_problem(tiled_tiff(tmp_path / "ok.tif")) is None
+    sparse = tiled(tmp_path / "sparse.tif", np.zeros((1, 128, 128), np.uint16), SPARSE_OK=True)
+    assert tiff_extent(sparse).empty == 4  # sparse blocks are counted, not taken as data
+    png = tmp_path / "look.png"
+    with warnings.catch_warnings():  # a picture, not a map
+        warnings.simplefilter("ignore")
+        with rasterio.open(png, "w", driver="PNG", width=64, height=64, count=3, dtype="uint8") as dst:
+            dst.write(np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8))
+    assert raster_mod.written_problem(png) is None
+    png.write_bytes(png.read_bytes()[:200])
+    assert re.match(r"^it does not read back \(.+\)$", raster_mod.written_problem(png) or "")
+
+
+def test_atomic_output_never_renames_an_incomplete_file_into_place(tmp_path):
+    """GDAL does not raise when a full disk fails its writes: the file left is checked instead."""
+    out = tmp_path / "result.tif"
+    write_small(out, 5)
+    before = out.read_bytes()
+    with (
+        pytest.raises(InputError, match=r"^cannot write output .*result.tif: the file written is incomplete, "
+                                        r"nothing was written \(0 bytes\); .* free in .*: is the disk full\?"),
+        atomic_output(out),
+    ):
+        pass  # the writer "succeeded" without a byte reaching the disk
+    assert out.read_bytes() == before and listing(tmp_path) == {"result.tif"}
+    with atomic_output(tmp_path / "raw.tif", verify=False) as tmp:  # a caller that checks by itself
+        tmp.write_bytes(b"")
+    assert (tmp_path / "raw.tif").stat().st_size == 0
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_atomic_output_removes_the_folders_it_created_when_it_fails(tmp_path, fail):
+    (tmp_path / "kept").mkdir()
+    out = tmp_path / "kept" / "new" / "deeper" / "out.tif"
+    with contextlib.suppress(InputError), atomic_output(out) as tmp:
+        write_small(tmp, 3)
+        if fail:
+            raise InputError("a corrupt block")
+    if fail:
+        assert listing(tmp_path) == {"kept"} and listing(tmp_path / "kept") == set()
+    else:
+        assert out.is_file()
+    # a folder another writer put a file into meanwhile stays
+    with contextlib.suppress(InputError), atomic_output(tmp_path / "other" / "out.tif") as tmp:
+        (tmp_path / "other" / "theirs.tif").write_bytes(b"x")
+        raise InputError("stop")
+    assert listing(tmp_path / "other") == {"theirs.tif"}
+
+
+def test_open_raster_reads_without_rasterio_warnings(tmp_path):
+    bare = tmp_path / "bare.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(bare, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as dst:
+            dst.write(np.zeros((1, 4, 4), np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        with raster_mod.open_raster(bare) as ds:
+            assert ds.crs is None and ds.read().shape == (1, 4, 4)
+
+
 def test_atomic_output_refuses_a_directory_before_any_work(tmp_path):
     (tmp_path / "out.tif").mkdir()
     with (
@@ -525,7 +627,7 @@ def test_atomic_output_refuses_a_directory_before_any_work(tmp_path):
 def test_atomic_output_under_a_regular_file_is_an_input_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with (
-        pytest.raises(InputError, match=r"^cannot write output .*file/out.tif: (not a directory|file exists)$"),
+        pytest.raises(InputError, match=r"^cannot write output .*file/out.tif: .*/file is a file, not a folder$"),
         atomic_output(tmp_path / "file" / "out.tif"),
     ):
         pytest.fail("the body must not run")
