@@ -1,9 +1,9 @@
-"""Atrous spatial pyramid pooling (DeepLabv3), as used by MMCANet (spec mmcanet.md §2.4).
+"""Atrous spatial pyramid pooling (DeepLabv3), as used by MMCANet (docs/models/mmcanet.md, "ASPP").
 
 Branches: three 3×3 atrous convs (rates 6/12/18, padding = rate) and image pooling
 (GAP → 1×1 → broadcast), each to ``channels`` + ReLU; concatenated and projected by a 1×1
 conv + ReLU. No BatchNorm or dropout by default: BN breaks at batch 1 and in tiled
-inference (spec §2.4 CHOICE). 768 → 256 channels: 5,768,448 parameters.
+inference (our choice). 768 → 256 channels: 5,768,448 parameters.
 """
 
 from __future__ import annotations

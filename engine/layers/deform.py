@@ -1,6 +1,6 @@
 """Modulated deformable convolution (DCNv2) and EDVR's PCD alignment, on torchvision ops.
 
-Align-CR (spec align_cr.md §2.1) aligns SAR features to optical ones with the PCD module of
+Align-CR (docs/models/align_cr.md, "Alignment block") aligns SAR features to optical ones with the PCD module of
 EDVR as packaged by BasicSR (``PCDAlignment``, ``DCNv2Pack``; Apache-2.0, read for names and
 shapes only). Parameter names match BasicSR so official Align-CR weights load 1:1. The
 deformable sampling itself is ``torchvision.ops.deform_conv2d`` (CPU and CUDA, no compiled
@@ -26,7 +26,7 @@ class DCNv2Pack(nn.Module):
     chunk into (o1, o2, m) of G·k² each; offsets = cat(o1, o2) (2·G·k² channels, in
     torchvision's per-group (dy, dx) interleaved reading), mask = sigmoid(m). ``conv_offset``
     starts at zero, so a fresh pack samples the regular grid with mask 0.5:
-    ``out = 0.5·conv(x, weight) + bias`` (spec §8.3).
+    ``out = 0.5·conv(x, weight) + bias`` (a test checks it).
 
     Parameters: ``weight`` (C_out, C_in, k, k), ``bias`` (C_out), ``conv_offset.{weight,bias}``.
     """
@@ -47,7 +47,7 @@ class DCNv2Pack(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Main weight U(±1/√(C_in·k²)), bias 0; offset/mask conv all zero (spec §2.1)."""
+        """Main weight U(±1/√(C_in·k²)), bias 0; offset/mask conv all zero (BasicSR's init)."""
         fan_in = self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3]
         bound = 1.0 / math.sqrt(fan_in)
         nn.init.uniform_(self.weight, -bound, bound)
@@ -146,7 +146,7 @@ def _up2(x: torch.Tensor) -> torch.Tensor:
 
 
 class PCDAlignment(nn.Module):
-    """Pyramid, cascading and deformable alignment (EDVR; spec align_cr.md §2.1).
+    """Pyramid, cascading and deformable alignment (EDVR, as packaged by BasicSR).
 
     Aligns neighbour features to reference features over three pyramid levels (L1 full,
     L2 half, L3 quarter resolution), coarse to fine, then refines once more at L1 ("cascade").

@@ -1,6 +1,6 @@
 """Per-pixel, per-channel dynamic filtering in plain torch ops.
 
-GLF-CR (spec glf_cr.md §2.3, risk R6) filters the SAR features with a k×k kernel that a
+GLF-CR (docs/models/glf_cr.md, "SLFC block") filters the SAR features with a k×k kernel that a
 network predicts for every pixel and channel. The official code needs a compiled CUDA op
 (FAC/KernelConv2D) that refuses to run on the CPU; this is the same arithmetic written as a
 loop over the k² taps, which runs on any device and never materialises the k²-times larger

@@ -2,8 +2,8 @@
 
 Paper: Zhang et al., "KBNet: Kernel Basis Network for Image Restoration" (2023); official
 code github.com/zhangyi-3/KBNet (no licence: read for layer names and shapes only, nothing
-copied). MMCANet calls its ``KBBlock_s`` the "MFF" block. Spec: ../shared/specs/mmcanet.md
-§2.2 (parameter counts: MFF(32) = 48,096, MFF(64) = 109,888, MFF(256) = 781,696,
+copied). MMCANet calls its ``KBBlock_s`` the "MFF" block; docs/models/mmcanet.md, "MFF block",
+describes it (parameter counts: MFF(32) = 48,096, MFF(64) = 109,888, MFF(256) = 781,696,
 MFF_l(32) = 51,008).
 """
 
@@ -54,7 +54,7 @@ def kba(
 
     out(p) = Σ_s att_s(p) · (conv_{W_s}(u)(p) + b_s), with conv_{W_s} the grouped k×k conv
     (groups = C / gc, zero padding) of basis s. Because att_s(p) is a scalar per pixel, this
-    equals applying the mixed kernel Σ_s att_s(p)·W_s at p (spec §2.2 step 4), but it runs
+    equals applying the mixed kernel Σ_s att_s(p)·W_s at p (KBNet's definition), but it runs
     the ``nset`` basis convolutions with the ordinary conv kernel instead of materialising
     C·gc·k² kernel values per pixel.
 
@@ -135,7 +135,7 @@ def kba_unfolded(
 
 
 class MFFBlock(nn.Module):
-    """KBNet ``KBBlock_s`` (MMCANet "MFF"), (B, C, H, W) → (B, C, H, W) (spec §2.2).
+    """KBNet ``KBBlock_s`` (MMCANet "MFF"), (B, C, H, W) → (B, C, H, W).
 
     Branches after LayerNorm: channel attention (GAP → 1×1, no sigmoid), DW conv branch
     (1×1 → depth-wise 3×3, or 5×5 with C/4 groups for MMCANet_l), and KBA. They are fused by
@@ -161,7 +161,7 @@ class MFFBlock(nn.Module):
         self.nset, self.k, self.gc = nset, kernel_size, group_size
         self.kba_chunk = 8  # bases per pass when no gradient is needed (inference memory)
         # In training, keep only KBA's inputs and recompute the nset·C basis responses in
-        # backward (KBNet does the same with a custom autograd function; spec §8.9): about
+        # backward (KBNet does the same with a custom autograd function): about
         # half the activation memory of a block for ~15 % more time.
         self.recompute_kba = True
 

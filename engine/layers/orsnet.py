@@ -2,7 +2,7 @@
 
 Paper: Zamir et al., "Multi-Stage Progressive Image Restoration" (CVPR 2021); official code
 github.com/swz30/MPRNet (no licence: read for layer shapes only, nothing copied). Used by
-MPIR2's third stage (spec mmcanet.md §3). All convs without bias, kernel 3, reduction 4.
+MPIR2's third stage (docs/models/mmcanet.md, "MPIR2"). All convs without bias, kernel 3, reduction 4.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Swin-style window helpers: partition, reverse, relative positions, shifted-window masks.
 
-Masks are built for the size actually seen at run time (spec glf_cr.md §7 R1): the official
-GLF-CR stores them as buffers frozen at the training crop, which is why it only runs on 128 px.
+Masks are built for the size actually seen at run time: the official GLF-CR stores them as
+buffers frozen at the training crop, which is why it only runs on 128 px
+(docs/models/glf_cr.md, "Implementation choices").
 
 Two kinds of helpers live here. :func:`window_partition`, :func:`window_reverse` and
 :func:`shifted_window_mask` are the plain definitions. :func:`to_windows`,
