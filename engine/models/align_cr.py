@@ -3,7 +3,7 @@
 Paper: Xu, Shi, Ebel, Yang, Zhu, "Multimodal and Multiresolution Data Fusion for
 High-Resolution Cloud Removal: A Novel Baseline and Benchmark", IEEE TGRS 62 (2024)
 (arXiv: "High-Resolution Cloud Removal with Multi-Modal and Multi-Resolution Data Fusion").
-Spec: ../shared/specs/align_cr.md (sections cited below). Official code:
+Described in docs/models/align_cr.md (sections named below). Official code:
 github.com/zhu-xlab/M3R-CR, folder ``Align-CR`` (no licence: read for layer names and shapes
 only, nothing copied); its PCD alignment is BasicSR's (see ``layers/deform.py``).
 
@@ -11,10 +11,10 @@ GLF-CR's two-stream design with three changes: WDSR-B feature extractors, an ali
 (feature pyramid + PCD deformable alignment) that warps the SAR features onto the optical ones
 before every fusion block, and one pre-norm dual Swin layer per block instead of one per dense
 layer. Parameter names follow the official ``RDN_residual_CR`` so its checkpoints would load
-after :func:`remap_official_state_dict` (no official weights exist, spec §2.5). Shifted-window
+after :func:`remap_official_state_dict` (no official weights exist yet). Shifted-window
 masks are built per forward for the actual size, so any H, W that are multiples of 16 work.
 
-Parameters: 45,528,532 (spec §2.4).
+Parameters: 45,528,532 (per part: docs/models/align_cr.md, "Parameter counts").
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ..layers.common import Mlp
 from ..layers.deform import PCDAlignment
 from ..layers.windows import cached_shift_mask, from_windows, to_windows
 from ._registry import register_model
-from .glf_cr import DFG, GLFCR, DualWindowAttention, as_channels_last, remap_official_state_dict
+from .glf_cr import DFG, DualWindowAttention, as_channels_last, remap_official_state_dict, slfc_fuse
 
 
 class WNConv2d(nn.Module):
@@ -66,7 +66,7 @@ class WNConv2d(nn.Module):
 
 
 class WDSRBlock(nn.Module):
-    """WDSR-B residual block (spec §2.0 step 1): WN 1×1 nf→6nf, ReLU, WN 1×1 →0.8nf, WN 3×3 →nf, + x."""
+    """WDSR-B residual block: WN 1×1 nf→6nf, ReLU, WN 1×1 →0.8nf, WN 3×3 →nf, + x."""
 
     def __init__(self, nf: int = 96, expand: int = 6, linear: float = 0.8) -> None:
         super().__init__()
@@ -83,10 +83,10 @@ class WDSRBlock(nn.Module):
 
 
 class AlignFeature(nn.Module):
-    """Alignment block (spec §2.1): two feature pyramids + FPN, then PCD alignment of src to ref.
+    """Alignment block: two feature pyramids + FPN, then PCD alignment of src to ref.
 
     Separate pyramid weights for ``src`` (SAR) and ``ref`` (optical); names as the official
-    ``Align_Feature``.
+    ``Align_Feature``. docs/models/align_cr.md, "Alignment block".
     """
 
     def __init__(self, channels: int = 96, deformable_groups: int = 8) -> None:
@@ -119,7 +119,7 @@ class AlignFeature(nn.Module):
 
 
 class DualSTL(nn.Module):
-    """Pre-norm dual Swin layer (spec §2.2): SAR-guided window attention + MLP, per stream.
+    """Pre-norm dual Swin layer: SAR-guided window attention + MLP, per stream.
 
     Names as the official ``SwinTransformerBlock`` (``norm1``, ``norm1_SAR``, ``attn``,
     ``norm2``, ``norm2_SAR``, ``mlp``, ``mlp_SAR``); drop-path is 0 so there is none.
@@ -158,7 +158,7 @@ class DualSTL(nn.Module):
 
 
 class DenseLayer(nn.Module):
-    """One dense layer per stream: 3×3 conv + ReLU, output appended to the input (spec §2.2)."""
+    """One dense layer per stream: 3×3 conv + ReLU, output appended to the input."""
 
     def __init__(self, in_channels: int, growth: int) -> None:
         super().__init__()
@@ -171,7 +171,10 @@ class DenseLayer(nn.Module):
 
 
 class RDB(nn.Module):
-    """Adapted SGCI block (spec §2.2): dense convs → LFF → one dual STL → + block input."""
+    """Adapted SGCI block: dense convs → LFF → one dual STL → + block input.
+
+    docs/models/align_cr.md, "Adapted SGCI block".
+    """
 
     def __init__(
         self, channels: int, growth: int, layers: int, heads: int, window: int, shift: int,
@@ -203,8 +206,8 @@ class AlignCR(nn.Module):
 
     ``forward(optical, sar)``: optical (B, 4, H, W) PlanetScope TOA reflectance / 10000 in
     [0, 1], bands Blue, Green, Red, NIR; SAR (B, 2, H, W) VV, VH in [0, 1], already
-    nearest-resampled onto the optical grid (spec §1). Returns (B, 4, H, W) in the optical
-    scaling, not clamped: the input plus a learned residual (§2.0 step 4). H and W must be
+    nearest-resampled onto the optical grid. Returns (B, 4, H, W) in the optical
+    scaling, not clamped: the input plus a learned residual. H and W must be
     multiples of :attr:`size_multiple` (16).
     """
 
@@ -265,7 +268,7 @@ class AlignCR(nn.Module):
         """Per block, the shifted-window mask for an H×W input ((nW, M², M²)) or None (no shift).
 
         Blocks 1, 3, 5 shift by M/2; as in the official code a feature map no larger than one
-        window is not shifted. Built at run time, never stored (spec §7 A6).
+        window is not shifted. Built at run time, never stored.
         """
         hs, ws = h // 2, w // 2
         shared: torch.Tensor | None = None
@@ -279,8 +282,9 @@ class AlignCR(nn.Module):
                 masks.append(None)
         return masks
 
-    # SLFC block i (spec §2.3) is GLF-CR's, with the same attribute names.
-    fuse = GLFCR.fuse
+    def fuse(self, i: int, opt: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SLFC block i: GLF-CR's, with the same attribute names."""
+        return slfc_fuse(self, i, opt, sar)
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
         b, c, h, w = optical.shape
@@ -299,7 +303,7 @@ class AlignCR(nn.Module):
             raise ValueError(f"Align-CR needs H and W that are multiples of {m}, got {h}×{w}")
         masks = self.attention_masks(h, w, optical.device, optical.dtype)
 
-        # The official ReLU is in place, so the global skip adds ReLU(first conv) (spec §2.0).
+        # The official ReLU is in place, so the global skip adds ReLU(first conv).
         skip = F.relu(self.SFE_conv(as_channels_last(F.pixel_unshuffle(optical, 2), self.channels_last)))
         x = self.SFE_module(skip)
         sar_in = as_channels_last(F.pixel_unshuffle(sar, 2), self.channels_last)
@@ -316,7 +320,7 @@ class AlignCR(nn.Module):
 
 
 def param_groups(model: AlignCR, lr: float = 1e-4, align_lr: float = 1e-5) -> list[dict[str, Any]]:
-    """The two Adam parameter groups of spec §4: everything but the Align blocks at ``lr``,
+    """The two Adam parameter groups of the official code: everything but the Align blocks at ``lr``,
     the 6 Align blocks (pyramids, FPN, PCD: 29,168,064 parameters) at ``align_lr``."""
     align = list(model.SFAlign.parameters())
     ids = {id(p) for p in align}
@@ -325,12 +329,12 @@ def param_groups(model: AlignCR, lr: float = 1e-4, align_lr: float = 1e-5) -> li
 
 
 def lr_factor(epoch: int) -> float:
-    """Learning-rate multiplier for 0-based ``epoch`` (spec §4): 1 for epochs 0-9, then halved
+    """Learning-rate multiplier for 0-based ``epoch`` (official code): 1 for epochs 0-9, then halved
     every 5 epochs (0.5 for 10-14, 0.25 for 15-19, ...); applies to both groups."""
     return 0.5 ** max(0, (epoch - 5) // 5)
 
 
 @register_model("align_cr", official_remap=remap_official_state_dict)
 def align_cr(**kwargs: Any) -> AlignCR:
-    """Align-CR with the official hyperparameters (spec §2); kwargs override."""
+    """Align-CR with the official hyperparameters; kwargs override."""
     return AlignCR(**kwargs)

@@ -1,20 +1,20 @@
 """CA-MTCR: change-aware multi-temporal SAR-optical cloud removal.
 
 Paper: You, Xu, Pan, Dong, Yang, Xia, "Change-aware multi-temporal cloud removal",
-Sci China Inf Sci 69(3):132306, 2026. Spec: ../shared/specs/ca_mtcr.md (every number below
-cites a section of it). No official code exists; the paper fixes only the block layout
+Sci China Inf Sci 69(3):132306, 2026. Described in docs/models/ca_mtcr.md (sections named below).
+No official code exists; the paper fixes only the block layout
 (L = 9 Transformer blocks with region-selection heads, a 3 conv + 2 MBConv SAR encoder, the
-fusion and change-aware temporal attention). Widths, resolutions and the decoder are the
-spec's CHOICE configuration (§2), calibrated to the paper's 7.45 M parameters / 456.57 GFLOPs.
-MBConv and L-TAE follow the descriptions of UnCRtainTS / utae-paps in the spec (re-written,
-nothing copied).
+fusion and change-aware temporal attention). Widths, resolutions and the decoder are our
+configuration ("Architecture"), calibrated to the paper's 7.45 M parameters / 456.57 GFLOPs.
+MBConv and L-TAE follow UnCRtainTS / utae-paps as described there (re-written, nothing
+copied).
 
-Data flow (§2.0), target = last step N:
+Data flow (section "Data flow"), target = last step N:
     F_opt^t = OptEnc(opt_t), F_sar^t = SarEnc(sar_t), F_f^t = MMF([F_opt^t, F_sar^t])
     c_t = cos_ch(F_sar^t, F_sar^N) (c_N = 1), W = L-TAE(MaxPool8(Conv1x1([c_t, F_f^t])))
     out = sigmoid(Decoder(Σ_t W_t · F_f^t))
 
-Parameters: 7,431,287 (w/o RegS 7,430,117; w/o SAR 6,889,015; spec §8.1).
+Parameters: 7,431,287 (w/o RegS 7,430,117; w/o SAR 6,889,015; "Parameter counts").
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from torch import nn
 from ..errors import InputError
 from ._registry import register_model
 
-GROUPS = 4  # GroupNorm groups everywhere in the conv pipeline (§2.1, UnCRtainTS ConvLayer)
+GROUPS = 4  # GroupNorm groups everywhere in the conv pipeline (as UnCRtainTS's ConvLayer)
 
 
 # --------------------------------------------------------------------------- shared blocks
 
 
 class ConvGN(nn.Sequential):
-    """3×3 conv (reflect padding, bias) → GroupNorm(4) → ReLU (§2.1)."""
+    """3×3 conv (reflect padding, bias) → GroupNorm(4) → ReLU."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(
@@ -47,7 +47,7 @@ class ConvGN(nn.Sequential):
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gate: avg-pool → Linear(C→h) → GELU → Linear(h→C) → sigmoid → scale (§2.1)."""
+    """Channel gate: avg-pool → Linear(C→h) → GELU → Linear(h→C) → sigmoid → scale."""
 
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
@@ -62,7 +62,7 @@ class SqueezeExcite(nn.Module):
 
 
 class MBConv(nn.Module):
-    """Residual inverted bottleneck, expansion 2, GroupNorm (§2.1; 85,760 params at 128).
+    """Residual inverted bottleneck, expansion 2, GroupNorm (85,760 params at 128).
 
     out = x + Body(GN(x)); Body = 1×1 expand, GN, GELU, depthwise 3×3 (reflect), GN, GELU,
     SE (hidden = channels / 4), 1×1 project, GN. No bias in the convs (each is followed by GN).
@@ -93,15 +93,15 @@ class MBConv(nn.Module):
 
 
 class TBlock(nn.Module):
-    """Post-norm Transformer block with global multi-head self-attention (§2.1; 626,772 params).
+    """Post-norm Transformer block with global multi-head self-attention (626,772 params).
 
     u = LN1(x + Proj(MHSA(x))); y = LN2(u + MLP(u)). Post-norm on purpose: the region mask R
-    scales whole tokens, and a pre-norm LayerNorm would divide that scale out again (§2.1, §8.6).
+    scales whole tokens, and a pre-norm LayerNorm would divide that scale out again.
     """
 
     use_sdpa = True
     """Fused attention (less memory, faster). Set False for explicit matmuls, e.g. to count
-    FLOPs with fvcore (§2.8); both give the same result up to rounding."""
+    FLOPs with fvcore ("Cost and counting convention"); both give the same result up to rounding."""
 
     def __init__(self, dim: int = 228, heads: int = 6, mlp_ratio: int = 4) -> None:
         super().__init__()
@@ -132,7 +132,7 @@ class TBlock(nn.Module):
 
 
 class RegionHead(nn.Module):
-    """Region-selection head after each TBlock (§2.2; 130 params) → soft mask R in (0, 1).
+    """Region-selection head after each TBlock (130 params) → soft mask R in (0, 1).
 
     R1 = CBAM spatial attention of the block output; R2 = 1 − cos(block input, output) per
     token (0 where the block changed nothing); CBAM channel attention over [R1; R2]; 3×3 conv;
@@ -161,7 +161,7 @@ class RegionHead(nn.Module):
 
 
 def position_code(h: int, w: int, dim: int = 228, device: torch.device | None = None) -> torch.Tensor:
-    """Fixed 2-D sin/cos code (§2.2): (h·w, dim), row-major; [sin cω, cos cω, sin rω, cos rω].
+    """Fixed 2-D sin/cos code: (h·w, dim), row-major; [sin cω, cos cω, sin rω, cos rω].
 
     ω_k = 10000^(−k/(dim/4)), k = 0 … dim/4 − 1. No parameters, so any grid size works.
     """
@@ -177,7 +177,7 @@ def position_code(h: int, w: int, dim: int = 228, device: torch.device | None = 
 
 
 class OpticalEncoder(nn.Module):
-    """Region-selective optical encoder (§2.2; 6,158,762 params with heads).
+    """Region-selective optical encoder (6,158,762 params with heads).
 
     (N, 13, H, W) → patch 4 embedding (228 dims) + position code → 9 × [TBlock, region head,
     F ← F̃ ⊙ R] → Linear 228→2048 per token → PixelShuffle(4) → (N, 128, H, W).
@@ -220,10 +220,10 @@ class OpticalEncoder(nn.Module):
 
 
 class SAREncoder(nn.Sequential):
-    """3 ConvGN + 2 MBConv at full resolution (§2.3; 394,816 params): (N, 2, H, W) → (N, 128, H, W).
+    """3 ConvGN + 2 MBConv at full resolution (394,816 params): (N, 2, H, W) → (N, 128, H, W).
 
     The same class is the VQ-VAE encoder (models/sar_vqvae.py), so its pretrained state dict
-    loads with identical keys (§4.2).
+    loads with identical keys.
     """
 
     def __init__(self, in_channels: int = 2, width: int = 128) -> None:
@@ -237,7 +237,7 @@ class SAREncoder(nn.Sequential):
 
 
 class Fusion(nn.Module):
-    """Multi-modal fusion (§2.4; 380,800 params): concat → 3×3 conv (reflect, no norm) → MBConv."""
+    """Multi-modal fusion (380,800 params): concat → 3×3 conv (reflect, no norm) → MBConv."""
 
     def __init__(self, in_channels: int = 256, width: int = 128) -> None:
         super().__init__()
@@ -253,7 +253,7 @@ class Fusion(nn.Module):
 
 
 def days_code(days: torch.Tensor, dims: int = 16, period: float = 1000.0, repeat: int = 16) -> torch.Tensor:
-    """Sinusoidal code of acquisition days (§2.6 step 3): (B, T) → (B, T, dims·repeat).
+    """Sinusoidal code of acquisition days: (B, T) → (B, T, dims·repeat).
 
     Denominator period^(2⌊i/2⌋/dims); sin at even i, cos at odd i; the block is tiled ``repeat``×.
     """
@@ -265,7 +265,7 @@ def days_code(days: torch.Tensor, dims: int = 16, period: float = 1000.0, repeat
 
 
 class LTAE(nn.Module):
-    """Lightweight temporal attention, weights only (§2.6; 49,792 params).
+    """Lightweight temporal attention, weights only (49,792 params).
 
     Per pixel sequence (T, 128): GroupNorm(16) over channels × time → 1×1 Conv1d 128→256 →
     + days code → keys Linear 256→64 (16 heads × 4); a learned query per head;
@@ -281,7 +281,7 @@ class LTAE(nn.Module):
         self.inconv = nn.Conv1d(in_channels, d_model, 1)
         self.query = nn.Parameter(torch.empty(n_head, d_k))
         self.key = nn.Linear(d_model, n_head * d_k)
-        # Initialisation as in L-TAE (§2.6 step 6): N(0, sqrt(2 / d_k)).
+        # Initialisation as in L-TAE: N(0, sqrt(2 / d_k)).
         nn.init.normal_(self.query, mean=0.0, std=math.sqrt(2.0 / d_k))
         nn.init.normal_(self.key.weight, mean=0.0, std=math.sqrt(2.0 / d_k))
 
@@ -302,11 +302,12 @@ class LTAE(nn.Module):
 
 
 class CAMTCR(nn.Module):
-    """CA-MTCR (§2): time series of S2 (13 bands) + S1 (VV, VH) → cloud-free S2 of the last step.
+    """CA-MTCR: time series of S2 (13 bands) + S1 (VV, VH) → cloud-free S2 of the last step.
 
     Config flags give the paper's ablations: ``region_selection=False`` ("w/o RegS"),
-    ``change_aware=False`` ("w/o CA": c ≡ 1, same parameters), ``use_sar=False`` ("w/o SAR",
-    §2.9). H and W must be multiples of 8 (patch 4, pool 8).
+    ``change_aware=False`` ("w/o CA": c ≡ 1, same parameters), ``use_sar=False`` ("w/o SAR");
+    docs/models/ca_mtcr.md, "Parameter counts", gives their sizes. H and W must be multiples
+    of 8 (patch 4, pool 8).
     """
 
     def __init__(
@@ -357,10 +358,10 @@ class CAMTCR(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-step fused features F_f (B, T, 128, H, W) and SAR features (B, T, 128, H, W) or None."""
         b, t, _, h, w = optical.shape
-        f_opt = self.opt_encoder(self._layout(optical.reshape(b * t, -1, h, w)))  # B·T folded into the batch (§2.0)
+        f_opt = self.opt_encoder(self._layout(optical.reshape(b * t, -1, h, w)))  # B·T folded into the batch
         if self.sar_encoder is None:
             return self.fusion(f_opt).reshape(b, t, -1, h, w), None
-        if sar_valid is not None:  # a step without S1 is fed as zeros (§2.5)
+        if sar_valid is not None:  # a step without S1 is fed as zeros
             sar = sar * sar_valid.to(sar)[:, :, None, None, None]
         f_sar = self.sar_encoder(self._layout(sar.reshape(b * t, -1, h, w)))
         f_f = self.fusion(torch.cat([f_opt, f_sar], dim=1))
@@ -370,14 +371,14 @@ class CAMTCR(nn.Module):
         self, f_sar: torch.Tensor | None, like: torch.Tensor, sar_valid: torch.Tensor | None
     ) -> torch.Tensor:
         """Change maps c (B, T, 1, H, W) from SAR features (B, T, 128, H, W); ones at the target
-        step, and everywhere without SAR or change awareness (§2.5). ``like``: (B, T, ·, H, W)."""
+        step, and everywhere without SAR or change awareness. ``like``: (B, T, ·, H, W)."""
         b, t, _, h, w = like.shape
         if f_sar is None or not self.change_aware or t == 1:
             return like.new_ones(b, t, 1, h, w)
         ref = f_sar[:, -1:].expand_as(f_sar[:, :-1])
         c = F.cosine_similarity(f_sar[:, :-1], ref, dim=2, eps=1e-8).unsqueeze(2)
         c = torch.cat([c, torch.ones_like(c[:, :1])], dim=1)
-        if sar_valid is not None:  # no SAR at t or at N: "no information", c = 1 (§2.5 CHOICE)
+        if sar_valid is not None:  # no SAR at t or at N: "no information", c = 1 (our choice)
             ok = (sar_valid & sar_valid[:, -1:]).to(c.device)
             c = torch.where(ok[:, :, None, None, None], c, torch.ones_like(c))
         return c
@@ -434,7 +435,7 @@ class CAMTCR(nn.Module):
             (B, 13, H, W) in (0, 1).
         """
         _, wts, f_f = self.weights_and_changes(optical, sar, days, sar_valid)
-        fused = (wts.unsqueeze(2) * f_f).sum(dim=1)  # weights broadcast over channels (§2.6)
+        fused = (wts.unsqueeze(2) * f_f).sum(dim=1)  # weights broadcast over channels
         # Callers get NCHW-contiguous output whatever the internal layout (a small copy).
         return torch.sigmoid(self.out_conv(self.decoder(self._layout(fused)))).contiguous()
 
@@ -444,7 +445,7 @@ class CAMTCR(nn.Module):
 
 
 def param_groups(model: CAMTCR, lr: float = 1e-4, sar_encoder_lr: float = 1e-5) -> list[dict[str, Any]]:
-    """The two Adam groups of §4.1: everything at ``lr``, the (pretrained) SAR encoder fine-tuned
+    """The two Adam groups of the paper: everything at ``lr``, the (pretrained) SAR encoder fine-tuned
     at ``sar_encoder_lr``. Picked up by the training loop (module-level, as for Align-CR)."""
     sar = list(model.sar_encoder.parameters()) if model.sar_encoder is not None else []
     ids = {id(p) for p in sar}
@@ -453,12 +454,12 @@ def param_groups(model: CAMTCR, lr: float = 1e-4, sar_encoder_lr: float = 1e-5) 
 
 
 def lr_factor(epoch: int) -> float:
-    """Learning-rate multiplier for 0-based ``epoch`` (§4.1 CHOICE: milestones 10, 15, 20, 25,
+    """Learning-rate multiplier for 0-based ``epoch`` (our reading: milestones 10, 15, 20, 25,
     γ = 0.5): 1 for epochs 0-9, 0.5 for 10-14, 0.25 for 15-19, 0.125 for 20-24, 0.0625 after."""
     return 0.5 ** sum(epoch >= m for m in (10, 15, 20, 25))
 
 
 @register_model("ca_mtcr")
 def ca_mtcr(**kwargs: object) -> CAMTCR:
-    """CA-MTCR with the spec's CHOICE configuration (§2); kwargs override (ablation flags)."""
+    """CA-MTCR with our configuration; kwargs override (ablation flags)."""
     return CAMTCR(**kwargs)  # type: ignore[arg-type]

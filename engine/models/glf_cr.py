@@ -1,16 +1,17 @@
 """GLF-CR: SAR-enhanced cloud removal with global-local fusion.
 
 Paper: Xu et al., "GLF-CR: SAR-Enhanced Cloud Removal with Global-Local Fusion",
-ISPRS J. P&RS 192 (2022) 268-278. Spec: ../shared/specs/glf_cr.md (every number below
-cites a section of it). Official code: github.com/xufangchn/GLF-CR (no licence: read for
-layer names and shapes only, nothing copied).
+ISPRS J. P&RS 192 (2022) 268-278. Described in docs/models/glf_cr.md (data flow, sizes,
+parameter counts, our choices and the official training settings). Official code:
+github.com/xufangchn/GLF-CR (no licence: read for layer names and shapes only, nothing
+copied).
 
 Parameter names follow the official ``RDN_residual_CR`` so its released ``CR_net.pth``
 (state dict under ``network``) loads after :func:`remap_official_state_dict`. Unlike the
 official model, attention masks are built per forward for the actual input size, so any
 H, W that are multiples of 16 work, and no compiled extension is needed.
 
-Parameters: 14,827,373 for 13 optical bands, 14,735,780 for 4 (spec §2.5).
+Parameters: 14,827,373 for 13 optical bands, 14,735,780 for 4 (per part: docs/models/glf_cr.md, "Parameter counts").
 """
 
 from __future__ import annotations
@@ -33,15 +34,16 @@ from ..layers.windows import (
 )
 from ._registry import register_model
 
-LEAKY_SLOPE = 0.1  # DFG activations, spec §2.3
+LEAKY_SLOPE = 0.1  # LeakyReLU slope of the dynamic filter generator
 
 
 class DualWindowAttention(nn.Module):
-    """SAR-guided window attention over two token streams (spec §2.2).
+    """SAR-guided window attention over two token streams.
 
     The optical logits move towards the SAR logits by a learned, per-pair sigmoid gate
-    (code: sigmoid; paper: "softmax"; we follow the code, R4). Both streams share one
-    relative-position bias table.
+    (code: sigmoid; paper: "softmax"; we follow the code, on which the released weights
+    depend). Both streams share one relative-position bias table. docs/models/glf_cr.md,
+    "SAR-guided window attention", gives the steps.
 
     Speed (issue 11; results equal to the plain definition, see tests/engine/test_fast_paths.py):
     bias and shifted-window mask are added in place, the 1×1 gate conv over the heads runs
@@ -65,7 +67,7 @@ class DualWindowAttention(nn.Module):
         self.heads = heads
         self.scale = (dim // heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
-        # Persistent so the official checkpoint's keys map 1:1 (spec §2.6).
+        # Persistent so the official checkpoint's keys map 1:1 (docs/models/glf_cr.md, "Checkpoint compatibility").
         self.register_buffer("relative_position_index", relative_position_index(window))
         self.qkv = nn.Linear(dim, dim * 3)
         self.qkv_SAR = nn.Linear(dim, dim * 3)
@@ -195,7 +197,7 @@ def _add_per_window(logits: torch.Tensor, t: torch.Tensor) -> None:
 class DenseSTLLayer(nn.Module):
     """One dense layer of an SGCI block: 3×3 conv + ReLU per stream, then a dual Swin layer.
 
-    Returns the input concatenated with the 48 new channels, per stream (spec §2.1-2.2).
+    Returns the input concatenated with the 48 new channels, per stream (docs/models/glf_cr.md, "SGCI block").
     Only the pre-MLP LayerNorm exists (the official pre-attention norm is commented out).
     The residual and the MLP are per token, so they run in window order and the tokens go
     back to raster order once, with the shift undone in the same gather.
@@ -246,7 +248,7 @@ def _per_image(drop: DropPath, t: torch.Tensor, b: int) -> torch.Tensor:
 
 
 class SGCIBlock(nn.Module):
-    """SAR-guided residual dense block, two streams with separate weights (spec §2.1)."""
+    """SAR-guided residual dense block, two streams with separate weights (docs/models/glf_cr.md, "SGCI block")."""
 
     def __init__(
         self, channels: int, growth: int, layers: int, window: int, heads: int,
@@ -289,7 +291,10 @@ class ResBlock(nn.Module):
 
 
 class DFG(nn.Module):
-    """Dynamic filter generator: (optical, SAR) features → per-pixel k×k kernels (spec §2.3)."""
+    """Dynamic filter generator: (optical, SAR) features → per-pixel k×k kernels.
+
+    docs/models/glf_cr.md, "SLFC block".
+    """
 
     def __init__(self, in_channels: int, kernel_size: int) -> None:
         super().__init__()
@@ -321,8 +326,8 @@ class GLFCR(nn.Module):
     """GLF-CR network.
 
     ``forward(optical, sar)``: optical (B, C_opt, H, W) scaled to [0, 1] (S2 DN / 10000),
-    SAR (B, 2, H, W) in [0, 1] (VV, VH, spec §1). Returns (B, C_opt, H, W) in the optical
-    scaling, not clamped: the input plus a learned residual (spec §2.0 step 4).
+    SAR (B, 2, H, W) in [0, 1] (VV [−25, 0] dB and VH [−32.5, 0] dB mapped to [0, 1]). Returns
+    (B, C_opt, H, W) in the optical scaling, not clamped: the input plus a learned residual.
     H and W must be multiples of :attr:`size_multiple` (16).
     """
 
@@ -355,7 +360,7 @@ class GLFCR(nn.Module):
         self.SFENet1_SAR = nn.Conv2d(sar_bands * 4, channels, 5, padding=2)
         self.SFENet2_SAR = nn.Conv2d(channels, channels, 3, padding=1)
 
-        n = blocks * layers  # stochastic depth rises linearly over all 30 layers (spec §2.2)
+        n = blocks * layers  # stochastic depth rises linearly from 0 over all 30 layers
         rates = [drop_path * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
         self.RDBs = nn.ModuleList(
             SGCIBlock(channels, growth, layers, window, heads, mlp_ratio,
@@ -378,15 +383,8 @@ class GLFCR(nn.Module):
         )
 
     def fuse(self, i: int, opt: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """SLFC block i: dynamic filtering of SAR, then gated exchange (spec §2.3, Eq. 11-12)."""
-        dfg = self.DF[i]
-        assert isinstance(dfg, DFG)
-        sar_f = dfg.filter(sar, opt, sar)
-        d1 = sar_f - opt
-        opt_new = opt + d1 * torch.sigmoid(self.sar_fuse_1x1conv[i](d1))
-        d2 = opt_new - sar_f
-        sar_new = sar + d2 * torch.sigmoid(self.opt_distribute_1x1conv[i](d2))
-        return opt_new, sar_new
+        """SLFC block i: dynamic filtering of SAR, then gated exchange (paper Eq. 11-12)."""
+        return slfc_fuse(self, i, opt, sar)
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
         b, c, h, w = optical.shape
@@ -422,6 +420,26 @@ class GLFCR(nn.Module):
         return (self.UPNet(x) + optical).contiguous()
 
 
+def slfc_fuse(
+    model: nn.Module, i: int, opt: torch.Tensor, sar: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SLFC block i of ``model`` (GLF-CR, or Align-CR, which has the same attribute names
+    ``DF``, ``sar_fuse_1x1conv`` and ``opt_distribute_1x1conv``): filter the SAR features with
+    the per-pixel kernels of ``DF[i]``, then exchange information through the two sigmoid gates.
+    (B, 96, h, w) ×2 → same."""
+    dfgs, opt_gates, sar_gates = model.DF, model.sar_fuse_1x1conv, model.opt_distribute_1x1conv
+    assert isinstance(dfgs, nn.ModuleList) and isinstance(opt_gates, nn.ModuleList)
+    assert isinstance(sar_gates, nn.ModuleList)
+    dfg = dfgs[i]
+    assert isinstance(dfg, DFG)
+    sar_f = dfg.filter(sar, opt, sar)
+    d1 = sar_f - opt
+    opt_new = opt + d1 * torch.sigmoid(opt_gates[i](d1))
+    d2 = opt_new - sar_f
+    sar_new = sar + d2 * torch.sigmoid(sar_gates[i](d2))
+    return opt_new, sar_new
+
+
 def as_channels_last(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """``x`` (B, C, H, W) in channels-last memory if asked, else unchanged."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -434,7 +452,7 @@ def remap_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, to
     """Official ``checkpoint['network']`` dict → our names (GLF-CR ``CR_net.pth``; Align-CR too).
 
     Names already match; DataParallel's ``module.`` prefix is stripped and the size-frozen
-    ``attn_mask`` buffers are dropped (we rebuild masks per input size, spec §7 R1).
+    ``attn_mask`` buffers are dropped (we rebuild masks per input size).
     """
     out = {}
     for key, value in state.items():
@@ -447,5 +465,5 @@ def remap_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, to
 
 @register_model("glf_cr", official_remap=remap_official_state_dict)
 def glf_cr(**kwargs: object) -> GLFCR:
-    """GLF-CR with the official hyperparameters (spec §2); kwargs override (e.g. optical_bands=4)."""
+    """GLF-CR with the official hyperparameters; kwargs override (e.g. optical_bands=4)."""
     return GLFCR(**kwargs)  # type: ignore[arg-type]

@@ -2,17 +2,19 @@
 
 Paper: Zhou et al., "MMCANet: A Multimodal and Cross-Attention Network for Cloud Removal
 and Exploration of Progressive Remote Sensing Images Restoration Algorithm", IEEE TGRS 2025,
-DOI 10.1109/TGRS.2025.3556560. Spec: ../shared/specs/mmcanet.md (sections cited below).
-No official code exists (spec "Code status"); sizes not in the paper are the spec's CHOICEs.
-Blocks: KBNet ``KBBlock_s`` (:mod:`..layers.kbnet`), DeepLabv3 ASPP (:mod:`..layers.aspp`).
+DOI 10.1109/TGRS.2025.3556560. Described in docs/models/mmcanet.md (sections named below).
+No official code exists; sizes not in the paper are our choices (docs/models/mmcanet.md,
+"Implementation choices"). Blocks: KBNet ``KBBlock_s`` (:mod:`..layers.kbnet`), DeepLabv3
+ASPP (:mod:`..layers.aspp`).
 
-Structure (spec §2.1): two MFF encoders with independent weights (optical, SAR), widths
-C, 2C, 4C, 8C with [2, 2, 4, 8] blocks; cross attention at the low (2C, stride 2) and high
+Structure (docs/models/mmcanet.md, "Data flow"): two MFF encoders with independent weights
+(optical, SAR), widths C, 2C, 4C, 8C with [2, 2, 4, 8] blocks; cross attention at the low (2C, stride 2) and high
 (8C, stride 8) level; ASPP on the fused high level; DeepLabv3+-style low-high fusion; a
 two-level MFF decoder; the output is the optical input plus a learned residual.
 
-Parameters (spec §2.5): 22,241,383 (``mmcanet``, C = 32), 22,759,719 (``mmcanet_l``: 5×5
-grouped conv in every DW branch), 74,540,743 for C = 64.
+Parameters: 22,241,383 (``mmcanet``, C = 32), 22,759,719 (``mmcanet_l``: 5×5
+grouped conv in every DW branch), 74,540,743 for C = 64 (docs/models/mmcanet.md,
+"Parameter counts").
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ._registry import register_model
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pad H and W at the bottom/right up to multiples of ``multiple`` (spec §1)."""
+    """Reflect-pad H and W at the bottom/right up to multiples of ``multiple`` (then crop back)."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if not ph and not pw:
@@ -55,18 +57,19 @@ def check_pair(
         raise ValueError(f"optical {tuple(optical.shape)} and SAR {tuple(sar.shape)} differ in B/H/W")
 
 
-def run_blocks(blocks: nn.Sequential, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
-    """Apply MFF blocks in order; recompute each in backward when ``use_checkpoint`` (spec §8.9)."""
+def run_blocks(blocks: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
+    """Apply the MFF blocks of a ``nn.Sequential`` in order; recompute each in backward when
+    ``use_checkpoint`` (training memory)."""
+    assert isinstance(blocks, nn.Sequential)
     for block in blocks:
-        if use_checkpoint and torch.is_grad_enabled():
-            x = checkpoint(block, x, use_reentrant=False)
-        else:
-            x = block(x)
+        x = checkpoint(block, x, use_reentrant=False) if use_checkpoint and torch.is_grad_enabled() else block(x)
     return x
 
 
 class CrossAttention(nn.Module):
-    """Multimodal cross attention, channel ("transposed") reading (spec §2.3, CHOICE A).
+    """Multimodal cross attention, channel ("transposed") reading.
+
+    Our reading of the paper, explained in docs/models/mmcanet.md, "Cross attention".
 
     Per modality, Q, K, V are 1×1 convs; rows of Q and K are L2-normalised along the N = H·W
     pixels and P_m = softmax_row(τ_m · Q̂ K̂ᵀ) is C×C, so memory and cost are linear in H·W
@@ -111,7 +114,7 @@ class MFFEncoder(nn.Module):
     """One stream: 3×3 intro conv, then MFF stages at widths C·2^i, 2×2 stride-2 convs between.
 
     ``forward`` returns (e1, e2, e4): full resolution C, stride 2 (F^low, 2C) and stride 8
-    (F^high, 8C); the stride-4 output only feeds the next stage (spec §2.1).
+    (F^high, 8C); the stride-4 output only feeds the next stage.
     """
 
     def __init__(self, in_channels: int, width: int, blocks: Sequence[int], dw_kernel: int) -> None:
@@ -121,7 +124,7 @@ class MFFEncoder(nn.Module):
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         widths = [width * 2**i for i in range(4)]
         self.stages = nn.ModuleList(
-            nn.Sequential(*(MFFBlock(c, dw_kernel) for _ in range(n))) for c, n in zip(widths, blocks)
+            nn.Sequential(*(MFFBlock(c, dw_kernel) for _ in range(n))) for c, n in zip(widths, blocks, strict=True)
         )
         self.downs = nn.ModuleList(nn.Conv2d(c, 2 * c, 2, stride=2) for c in widths[:3])
         self.grad_checkpoint = False
@@ -137,13 +140,13 @@ class MFFEncoder(nn.Module):
 
 
 class MMCANet(nn.Module):
-    """MMCANet (spec §2).
+    """MMCANet.
 
     ``forward(optical, sar)``: optical (B, 3, H, W) in [0, 1] (B4, B3, B2 / 10000), SAR
     (B, 2, H, W) in [0, 1] (VV, VH). Returns (B, 3, H, W): optical plus a learned residual,
     not clamped. Any H, W: inputs are reflect-padded to multiples of 8 and cropped back.
 
-    The pieces MPIR chains (spec §3) are public: :meth:`features` (→ G, the decoder output
+    The pieces MPIR chains (mpir.py) are public: :meth:`features` (→ G, the decoder output
     before the terminal conv) and :attr:`end` (G → residual image).
 
     Args:
@@ -152,17 +155,17 @@ class MMCANet(nn.Module):
             2 and at full resolution in the decoder.
         dw_kernel, dw_kernel_sar: DW-branch kernel of the optical / SAR stream (3, or 5 for
             MMCANet_l); the decoder uses ``dw_kernel``. None = same as optical.
-        aspp_channels, aspp_rates, aspp_1x1_branch, aspp_group_norm: ASPP (spec §2.4);
+        aspp_channels, aspp_rates, aspp_1x1_branch, aspp_group_norm: ASPP;
             width None = 8C.
-        cross_attention, aspp: False gives the spec §7 ablations (AP dropped from the concats;
+        cross_attention, aspp: False gives the paper's Table V ablations (AP dropped from the concats;
             ASPP replaced by a 1×1 conv).
-        sar_stream: False gives the "no SAR" ablation (spec §5): one stream on
+        sar_stream: False gives the "no SAR" ablation: one stream on
             concat(optical, SAR), no cross attention; the inputs stay the same.
         optical_in: channels of the optical-stream input (MPIR stages > 1 take 2× bands).
         feature_in: add the 1×1 conv 2C → C that merges previous-stage features after the
-            intro conv (MPIR1/2, spec §3).
-        grad_checkpoint: recompute whole MFF blocks in backward (training memory, spec
-            §8.9). Independently, every block recomputes its KBA basis responses in
+            intro conv (MPIR1/2).
+        grad_checkpoint: recompute whole MFF blocks in backward (training memory).
+            Independently, every block recomputes its KBA basis responses in
             backward (:attr:`MFFBlock.recompute_kba`, on by default).
     """
 
@@ -234,7 +237,7 @@ class MMCANet(nn.Module):
     def features(
         self, optical_in: torch.Tensor, sar: torch.Tensor, previous: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """G, the decoder features before the terminal conv (spec §2.1 "D1").
+        """G, the decoder features before the terminal conv ("D1" in the data flow).
 
         Args:
             optical_in: (B, optical_in, H, W); H, W multiples of 8.
@@ -251,6 +254,7 @@ class MMCANet(nn.Module):
             optical_in = torch.cat((optical_in, sar), dim=1)
         h = self.encoder.intro(optical_in)
         if self.feature_merge is not None:
+            assert previous is not None  # checked above
             h = self.feature_merge(torch.cat((h, previous), dim=1))
         e1, e2, e4 = self.encoder.body(h)
         s1 = s2 = s4 = None
@@ -284,11 +288,11 @@ class MMCANet(nn.Module):
 
 @register_model("mmcanet")
 def mmcanet(**kwargs: object) -> MMCANet:
-    """MMCANet, C = 32, depth-wise 3×3 DW branch (spec §2); kwargs override."""
+    """MMCANet, C = 32, depth-wise 3×3 DW branch; kwargs override."""
     return MMCANet(**kwargs)  # type: ignore[arg-type]
 
 
 @register_model("mmcanet_l")
 def mmcanet_l(**kwargs: object) -> MMCANet:
-    """MMCANet_l: 5×5 conv with C/4 groups in every DW branch (spec §2.2 step 3)."""
+    """MMCANet_l: 5×5 conv with C/4 groups in every DW branch."""
     return MMCANet(**{"dw_kernel": 5, **kwargs})  # type: ignore[arg-type]

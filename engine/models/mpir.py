@@ -1,10 +1,10 @@
 """MPIR1-4: multi-stage progressive restoration built from MMCANet stages.
 
 Paper: Zhou et al., IEEE TGRS 2025 (see :mod:`.mmcanet`), section on progressive
-restoration. Spec: ../shared/specs/mmcanet.md §3; the topology is the spec's CHOICE (the
-paper's Fig. 3 is not in the text and no code exists).
+restoration. Described in docs/models/mmcanet.md, "MPIR1–4"; the topology is our choice (the paper's
+Fig. 3 is not in the text and no code exists).
 
-Common frame (spec §3): S stages on an image pyramid, stage s at downscale 2^(S−s) of the
+Common frame: S stages on an image pyramid, stage s at downscale 2^(S−s) of the
 input (antialiased bilinear). Stage 1 sees the downscaled cloudy image and its base is that
 image; stage s > 1 sees concat(downscaled cloudy, base) with base = ×2 bilinear upsampling of
 the previous prediction; every stage predicts base + residual. Variants:
@@ -15,7 +15,7 @@ the previous prediction; every stage predicts base + residual. Variants:
 - MPIR3: 3 MMCANet stages with dense additive cross-stage skips on the decoder features.
 - MPIR4: MPIR3 with 2 stages.
 
-Parameters (spec §3): 66,730,037 / 46,480,935 / 66,729,045 / 44,484,686.
+Parameters: 66,730,037 / 46,480,935 / 66,729,045 / 44,484,686 (docs/models/mmcanet.md, "Parameter counts").
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .mmcanet import MMCANet, check_pair, pad_to_multiple
 
 
 def downscale(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Antialiased bilinear downsampling by an integer factor (spec §3 D): (B, C, H, W) → H/f, W/f."""
+    """Antialiased bilinear downsampling by an integer factor: (B, C, H, W) → H/f, W/f."""
     if factor == 1:
         return x
     h, w = x.shape[-2:]
@@ -50,7 +50,7 @@ def upscale(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 class ORSNetStage(nn.Module):
-    """MPIR2's full-resolution last stage (spec §3 MPIR2).
+    """MPIR2's full-resolution last stage (docs/models/mmcanet.md, "MPIR2").
 
     Shallow features from concat(O, B, R) (3×3 conv + CAB), merged with the previous
     stage's features (3×3 conv 2C → W), three ORBs each followed by an injection of those
@@ -74,13 +74,13 @@ class ORSNetStage(nn.Module):
         """O, B (B, 3, H, W), R (B, 2, H, W), previous features (B, C, H, W) → Î (B, 3, H, W)."""
         x = self.shallow(torch.cat((optical, base, sar), dim=1))
         x = self.merge(torch.cat((x, previous), dim=1))
-        for orb, inject in zip(self.orbs, self.inject):
+        for orb, inject in zip(self.orbs, self.inject, strict=True):
             x = orb(x) + inject(previous)
         return self.tail(x) + base
 
 
 class MPIR(nn.Module):
-    """Progressive restoration over ``stages`` scales (spec §3).
+    """Progressive restoration over ``stages`` scales.
 
     ``forward(optical, sar)`` → final prediction (B, 3, H, W), any H, W (reflect-padded to
     :attr:`size_multiple` and cropped). ``forward_stages`` → all stage predictions, coarse

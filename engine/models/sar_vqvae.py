@@ -1,12 +1,13 @@
-"""VQ-VAE for pretraining CA-MTCR's SAR encoder with Noise2Noise (ca_mtcr.md §4.2).
+"""VQ-VAE for pretraining CA-MTCR's SAR encoder with Noise2Noise.
 
 Not a cloud-removal model (no card, not registered): Enc (= CA-MTCR's SAR encoder, same
 class, so the state dict keys match) → nearest codebook vector per pixel (straight-through)
 → Dec. Trained to map one speckled SAR image of a place to another (y1 → y2), so the encoder
 learns speckle-free structure. Only the encoder is kept afterwards.
 
-CHOICE settings of the spec: codebook 512 × 128, init U(−1/K, 1/K); decoder MBConv × 2 →
-ConvGN(128→64) → 3×3 conv 64→2 (reflect) → sigmoid (246,594 params); 706,946 in total.
+Our settings (docs/models/ca_mtcr.md, "SAR encoder pretraining"): codebook 512 × 128, init
+U(−1/K, 1/K); decoder MBConv × 2 → ConvGN(128→64) → 3×3 conv 64→2 (reflect) → sigmoid
+(246,594 params); 706,946 in total.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class VQOutput(NamedTuple):
 
 
 class SARVQVAE(nn.Module):
-    """Encoder, codebook and decoder (spec §4.2)."""
+    """Encoder, codebook and decoder."""
 
     def __init__(self, sar_channels: int = 2, width: int = 128, codebook_size: int = 512) -> None:
         super().__init__()
@@ -99,7 +100,7 @@ class SARVQVAE(nn.Module):
 def vqvae_loss(
     out: VQOutput, target: torch.Tensor, alpha: float = 1.0, beta: float = 0.1
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. 9 with every term a mean squared error (spec §4.2 CHOICE).
+    """Eq. 9 with every term a mean squared error (our reading of the unsquared equation).
 
     L = MSE(ŷ1, y2) + α·MSE(sg[z_e], e) (codebook) + β·MSE(z_e, sg[e]) (commitment).
     Returns the loss and its three terms as floats.
