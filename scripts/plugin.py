@@ -10,6 +10,7 @@ The installed plugin is one folder, ``cloudrm_plugin/``:
       i18n/cloudrm_<lang>.qm   <- compiled from i18n/cloudrm_<lang>.ts with Qt's lrelease, when it is installed
       engine/                  <- repo engine/ (imported as cloudrm_plugin.engine;
                                   no top-level "engine" module lands on QGIS's sys.path)
+      docs/                    <- repo docs/ (model and data notes the model cards point at)
       resources/               <- repo resources/ (icons, demo checkpoint, sample data,
                                   models/*.model3 graphical-modeler chains)
       site_paths.txt           <- install only: the venv site-packages to append to sys.path
@@ -59,6 +60,7 @@ def build(dest_parent: Path) -> Path:
             shutil.copytree(src, dest / "resources" / sub, ignore=RESOURCE_IGNORE.get(sub, IGNORE))
     shutil.copy2(REPO / "metadata.txt", dest / "metadata.txt")
     shutil.copy2(REPO / "README.md", dest / "README.md")
+    shutil.copytree(REPO / "docs", dest / "docs", ignore=IGNORE)  # what the model cards' `docs:` point at
     shutil.copy2(REPO / "LICENSE", dest / "LICENSE")
     compile_translations(dest / "i18n")
     return dest

@@ -2,10 +2,10 @@
 
 Models want SAR on the optical pixel grid. When the SAR raster has another CRS, resolution or
 origin, :class:`SarTiles` reads, for each optical tile, the matching SAR window (plus a margin)
-and resamples it onto the tile's grid the way the model was trained: ``nearest`` (GDAL
-convention: source index floor((i + 0.5) · scale), Align-CR, align_cr.md §1) or ``bilinear`` on
-the dB values (GLF-CR-type models). Memory stays one tile; the user is told that SAR is
-resampled. ``open_sar_on_grid`` gives the same result as one ``WarpedVRT`` over the whole grid.
+and resamples it onto the tile's grid with the model card's resampling: ``nearest`` (GDAL
+convention: source index floor((i + 0.5) · scale); Align-CR, whose Sentinel-1 input is 10 m SAR
+upsampled to 3 m PlanetScope) or ``bilinear`` on the dB values (GLF-CR-type models). Memory
+stays one tile; the user is told that SAR is resampled. ``open_sar_on_grid`` gives the same result as one ``WarpedVRT`` over the whole grid.
 """
 
 from __future__ import annotations
