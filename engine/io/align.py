@@ -5,7 +5,8 @@ origin, :class:`SarTiles` reads, for each optical tile, the matching SAR window 
 and resamples it onto the tile's grid with the model card's resampling: ``nearest`` (GDAL
 convention: source index floor((i + 0.5) · scale); Align-CR, whose Sentinel-1 input is 10 m SAR
 upsampled to 3 m PlanetScope) or ``bilinear`` on the dB values (GLF-CR-type models). Memory
-stays one tile; the user is told that SAR is resampled. ``open_sar_on_grid`` gives the same result as one ``WarpedVRT`` over the whole grid.
+stays one tile; the user is told that SAR is resampled. ``open_sar_on_grid`` gives the same
+result as one ``WarpedVRT`` over the whole grid.
 """
 
 from __future__ import annotations
