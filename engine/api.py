@@ -12,9 +12,11 @@ shows) before the heavy packages are imported. They load when a run starts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -373,13 +375,25 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunResult:
         Canceled: the caller canceled; no output (and no temporary file) is left.
     """
     req = request.normalised()
-    if req.temporal:
-        from .inference.temporal import run_series
+    with _quiet_rasterio():
+        if req.temporal:
+            from .inference.temporal import run_series
 
-        return run_series(req, progress or NullProgress())
-    from .inference.predictor import run_scene
+            return run_series(req, progress or NullProgress())
+        from .inference.predictor import run_scene
 
-    return run_scene(req, progress or NullProgress())
+        return run_scene(req, progress or NullProgress())
+
+
+@contextlib.contextmanager
+def _quiet_rasterio() -> Iterator[None]:
+    """Rasters without georeferencing are fine for the engine (they must share one pixel grid);
+    rasterio's NotGeoreferencedWarning would only print Python internals on every open."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        yield
 
 
 def predict_scene(
@@ -462,8 +476,9 @@ def cloud_mask(
     """Cloud and shadow mask of a Sentinel-2 L1C scene (uint8: 0 clear, 1 cloud, 2 shadow, 255 nodata)."""
     from .masks import cloud_mask_scene
 
-    return cloud_mask_scene(input, out, method=method, progress=progress, name=name, resolution=resolution,
-                            shadows=shadows)
+    with _quiet_rasterio():
+        return cloud_mask_scene(input, out, method=method, progress=progress, name=name, resolution=resolution,
+                                shadows=shadows)
 
 
 def keep_clear(*args: Any, **kwargs: Any) -> KeepClearResult:

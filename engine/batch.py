@@ -17,8 +17,8 @@ import contextlib
 import csv
 import dataclasses
 import os
+import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,27 +82,18 @@ def distributed() -> tuple[int, int, int]:
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    lock = path.with_name(path.name + ".lock")
-    with lock.open("a") as f:
-        try:
+def _log(path: Path, row: dict[str, Any]) -> None:
+    """Append one row; several processes share the file under an exclusive lock on the file itself."""
+    with path.open("a", newline="", encoding="utf-8") as f:
+        with contextlib.suppress(ImportError):  # Windows: no flock; one process per machine there
             import fcntl
 
             fcntl.flock(f, fcntl.LOCK_EX)
-        except ImportError:  # Windows: one process per machine is the norm there
-            pass
-        yield
-
-
-def _log(path: Path, row: dict[str, Any]) -> None:
-    with _locked(path):
-        new = not path.exists() or path.stat().st_size == 0
-        with path.open("a", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+        new = f.tell() == 0
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
 
 
 def run_batch(scene_list: str | os.PathLike[str], out_dir: str | os.PathLike[str], template: Any,
@@ -143,12 +134,10 @@ def run_batch(scene_list: str | os.PathLike[str], out_dir: str | os.PathLike[str
         except (KeyboardInterrupt, Canceled):
             _log(log, {**entry, "seconds": f"{time.time() - t0:.1f}", "status": "interrupted", "message": ""})
             raise
-        except CloudrmError as exc:
+        except Exception as exc:  # one broken scene must not stop the batch
             failed += 1
-            _log(log, {**entry, "seconds": f"{time.time() - t0:.1f}", "status": "failed",
-                       "message": " ".join(str(exc).split())})
-        except Exception as exc:
-            failed += 1
-            _log(log, {**entry, "seconds": f"{time.time() - t0:.1f}", "status": "failed",
-                       "message": f"{type(exc).__name__}: {' '.join(str(exc).split())}"})
+            text = " ".join(str(exc).split())
+            message = text if isinstance(exc, CloudrmError) else f"{type(exc).__name__}: {text}"
+            print(f"cloudrm: error: scene {row['scene']}: {message}", file=sys.stderr)
+            _log(log, {**entry, "seconds": f"{time.time() - t0:.1f}", "status": "failed", "message": message})
     return BatchSummary(scenes=len(mine), done=done, skipped=skipped, failed=failed, log=log)

@@ -232,11 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import Terminated
     from .io.signals import terminate_as_interrupt
 
-    args = build_parser().parse_args(argv)
-    # what an interruption leaves: nothing of a prediction; a training run keeps its finished epochs
-    left = ("checkpoints of finished epochs are kept" if args.command in ("train", "pretrain-sar")
-            else "no output written")
+    left = "no output written"
     try:
+        args = build_parser().parse_args(argv)
+        # what an interruption leaves: nothing of a prediction; a training run keeps its finished epochs
+        if args.command in ("train", "pretrain-sar"):
+            left = "checkpoints of finished epochs are kept"
         with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl+C: temporary outputs are removed
             return int(args.func(args))
     except Canceled as exc:

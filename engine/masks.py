@@ -40,6 +40,7 @@ from . import __version__
 from .choices import MASK_METHODS as METHODS
 from .data.bands import S2_BANDS
 from .errors import Canceled, DependencyError, InputError
+from .io.checks import check_destination, estimate_output_bytes
 from .io.raster import (
     RasterInfo,
     atomic_output,
@@ -247,8 +248,7 @@ def cloud_mask_scene(
     if method not in METHODS:
         raise InputError(f"unknown cloud mask method {method!r}; choose one of {', '.join(METHODS)}")
     info = raster_info(input, name, role="Sentinel-2 L1C")
-    if Path(out).resolve() == info.path.resolve():
-        raise InputError(f"output {out} is the input raster {info.describe()}: choose another file")
+    check_destination(out, estimate_output_bytes(info.width, info.height, 1, "uint8"), [info])
     if info.count != len(S2_BANDS):
         raise InputError(
             f"Sentinel-2 L1C raster {info.describe()} has {info.count} bands; cloud masks need the "

@@ -514,7 +514,7 @@ def b_batch_nan_sar(d: Path, kit: Kit) -> Setup:
         cli=["predict-batch", d / "scenes.csv", "--out-dir", d, "--model", "mmcanet", "--checkpoint", kit.ckpt,
              "--tile-size", "32", "--no-keep-clear"],
         output=d / "c_s2_cloudfree.tif", inputs=[opt, nan, kit.ckpt, d / "scenes.csv"],
-        allowed={"batch_log.csv", "batch_log.csv.lock"},  # the lock file: see the xfail of batch-int8-scene
+        allowed={"batch_log.csv"},
     )
 
 
@@ -921,9 +921,7 @@ CASES: list[Case] = [
     Case("inf-float", "7", then(b_values(with_inf, "inf_s2.tif"), ok_output()), "warning",
          r"optical raster 'inf_s2.tif': 37\.5 % of pixels hold ±inf in some band; they are clipped into 0–10000"),
     Case("inf-float-keep-clear", "7", then(keep_clear(b_values(with_inf, "inf_s2.tif")), ok_output()), "warning",
-         r"optical raster 'inf_s2.tif': 37\.5 % of pixels hold ±inf in some band",
-         xfail="keep-clear's blend (inference/composite.py mix) multiplies ±inf by 0: numpy's RuntimeWarning "
-               "'invalid value encountered in multiply' reaches stderr"),
+         r"optical raster 'inf_s2.tif': 37\.5 % of pixels hold ±inf in some band"),
     Case("reflectance-0-1", "7", b_values(lambda a: a.astype(np.float32) / 10000, "refl_s2.tif"), "warning",
          r"optical raster 'refl_s2.tif' has values .*: this looks like reflectance 0–1, .* multiply by 10000"),
     Case("linear-sar", "7", b_values(lambda a: (10 ** (a / 10)).astype(np.float32), "lin_s1.tif", role="sar"),
@@ -977,18 +975,12 @@ CASES: list[Case] = [
          r"cannot write output /proc/cloudrm_hostile_mask\.tif: cannot create a file in its folder: the folder does "
          r"not accept new files", ("api",)),
     Case("cloudmask-png-output", "7", b_cloudmask("png"), "error",
-         r"output .*/mask\.png: outputs are GeoTIFF files", ("api",),
-         xfail="engine cloud_mask (masks.cloud_mask_scene) writes GeoTIFF bytes into mask.png: no check_destination "
-               "before the work (the plugin refuses it, the engine does not)"),
-    Case("not-georeferenced", "n", then(b_not_georeferenced, ok_output()), "ok",
-         xfail="rasterio's NotGeoreferencedWarning reaches stderr as two lines of Python internals (opening "
-               "the inputs in predictor/align, and the output writer); see the report for the fix in cli.main"),
+         r"output .*/mask\.png: outputs are GeoTIFF files", ("api",)),
+    Case("not-georeferenced", "n", then(b_not_georeferenced, ok_output()), "ok"),
     Case("batch-nan-sar-warns", "7", then(b_batch_nan_sar, ok_output()), "warning",
          r"SAR raster 'nan_s1\.tif' \(.*/nan_s1\.tif\) has no valid value \(all NaN\)"),
     Case("batch-int8-scene", "1", b_batch, "error",
-         r"int8_s2\.tif.* has data type int8, which cannot hold values up to 10000", rc=3,
-         xfail="predict-batch logs a failed scene's message only in batch_log.csv (nothing on stderr) and leaves "
-               "batch_log.csv.lock behind"),
+         r"int8_s2\.tif.* has data type int8, which cannot hold values up to 10000", rc=3),
 ]
 
 README_ROWS: dict[str, str] = {

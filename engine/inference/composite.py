@@ -121,7 +121,12 @@ def mix(inp: np.ndarray, pred: np.ndarray, weight: np.ndarray) -> tuple[np.ndarr
     """
     dtype = inp.dtype
     lo, hi = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype.kind in "iu" else (-np.inf, np.inf)
-    mixed = inp.astype(np.float64) * (1.0 - weight) + pred.astype(np.float64) * weight
+    a = inp.astype(np.float64)
+    p = pred.astype(np.float64)
+    if dtype.kind == "f":  # ±inf or NaN in the input: no value to blend from, the prediction stands in
+        a = np.where(np.isfinite(a), a, p)
+    with np.errstate(invalid="ignore"):
+        mixed = a * (1.0 - weight) + p * weight
     if dtype.kind in "iu":
         mixed = np.rint(mixed)
     mixed = np.clip(mixed, lo, hi).astype(dtype)
