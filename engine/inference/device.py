@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from ..errors import InputError
@@ -35,6 +38,23 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with ``threads`` torch CPU threads (None/0: unchanged), then restore the count.
+
+    The thread count is process-wide and changes the order of float reductions (results differ
+    in the last bits), so work that sets it must not leave it changed for whatever runs next.
+    """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(before)
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

@@ -21,7 +21,7 @@ from .. import __version__
 from ..data.bands import S2_BANDS
 from ..data.normalize import apply_card, fill_invalid
 from ..errors import InputError
-from ..inference.device import describe_device, resolve_device
+from ..inference.device import describe_device, resolve_device, torch_threads
 from ..io.checkpoint import Checkpoint, save_checkpoint
 from ..io.raster import file_mean, invalid_mask
 from ..models import create_model, model_card
@@ -118,9 +118,11 @@ def evaluate(
 
 def train(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
     """Run ``cfg``; returns the checkpoint path and the training record stored in it."""
-    progress = progress or NullProgress()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):
+        return _train(cfg, progress or NullProgress())
+
+
+def _train(cfg: TrainConfig, progress: Progress) -> tuple[Path, dict[str, Any]]:
     gen = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     card = model_card(cfg.model)

@@ -41,7 +41,7 @@ from .. import __version__
 from ..data.common import Extent, collate
 from ..data.datasets import Split, open_split
 from ..errors import Canceled, InputError
-from ..inference.device import describe_device, resolve_device
+from ..inference.device import describe_device, resolve_device, torch_threads
 from ..io.checkpoint import Checkpoint, read_weights_file, save_checkpoint
 from ..metrics import image_scores
 from ..models import create_model, model_card
@@ -272,7 +272,8 @@ class Trainer:
     def run(self) -> RunResult:
         device = self.dist.start(self.cfg.device)
         try:
-            return self._run(device)
+            with torch_threads(self.cfg.threads):
+                return self._run(device)
         finally:
             self.dist.stop()
 
@@ -283,8 +284,6 @@ class Trainer:
             raise InputError(f"crop {cfg.crop} is not a multiple of {card.size_multiple} ({cfg.model})")
         if not cfg.data:
             raise InputError("training: name the dataset folder (--data DIR)")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         if dist.main:

@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from .. import __version__
 from ..errors import CheckpointError, InputError
-from ..inference.device import describe_device, resolve_device
+from ..inference.device import describe_device, resolve_device, torch_threads
 from ..io.checkpoint import read_weights_file
 from ..models.sar_vqvae import SARVQVAE, vqvae_loss
 from ..progress import NullProgress, Progress
@@ -214,9 +214,11 @@ def pretrain_sar(
         overrides: non-None values replace config fields (e.g. ``steps``, ``out``, ``device``).
     """
     cfg = SARPretrainConfig.from_source(config, **overrides)
-    progress = progress or NullProgress()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):
+        return _pretrain(cfg, progress or NullProgress())
+
+
+def _pretrain(cfg: SARPretrainConfig, progress: Progress) -> Path:
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

@@ -194,7 +194,13 @@ def test_cli_and_processing_give_identical_pixels(provider, pair, tmp_path, keep
             "--filled-mask", str(cli_mask), "--mask-method", "cafr_rule", "--mask-buffer", "30"]
     if not keep_clear:
         args.append("--no-keep-clear")
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    import os
+
+    import torch
+
+    # the same machine and thread count: torch's thread count changes float reductions' order
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
     processing.run("cloudrm:removeclouds", {
         "OPTICAL": str(opt), "SAR": str(sar), "MODEL": "mpir4", "CHECKPOINT": str(ckpt), "DEVICE": "cpu",
