@@ -602,8 +602,8 @@ def block_cache_bytes(like: RasterInfo, out_bands: int, tile: int) -> int:
     """
     item = np.dtype(like.dtype).itemsize
     out_strip = out_bands * BLOCK * like.width * item
-    in_rows = like.count * (tile + 2 * BLOCK) * like.width * item
-    return int(min(max(4 * out_strip + in_rows, 64 * 2**20), 2 * 2**30))
+    in_rows = like.count * 2 * BLOCK * like.width * item  # the block rows a row of tiles reads
+    return int(min(max(2 * out_strip + in_rows, 16 * 2**20), 2 * 2**30))
 
 
 def _result(
