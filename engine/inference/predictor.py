@@ -197,12 +197,6 @@ def sar_fill(ds: Any, info: RasterInfo, norm: Mapping[str, Any], rec: Recorder) 
     return fill
 
 
-def check_not_an_input(out: str | os.PathLike[str], inputs: Sequence[RasterInfo | None]) -> None:
-    for info in inputs:
-        if info is not None and Path(out).resolve() == info.path.resolve():
-            raise InputError(f"output {out} is the input raster {info.describe()}: choose another file")
-
-
 def load_model_checkpoint(name: str, checkpoint: str | None) -> tuple[Path, Checkpoint]:
     """The checkpoint file of a run (the bundled one when None) and its contents, for model ``name``."""
     card = model_card(name)
@@ -463,6 +457,8 @@ class _SceneRun:
 def keep_clear_plan(req: RunRequest, opt: RasterInfo, same_bands: bool, rec: Recorder) -> bool:
     """Whether keep-clear runs; says why not when it cannot."""
     if not req.keep_clear:
+        if req.mask:
+            rec.info("the mask raster is not used: keep-clear is off")
         return False
     if not same_bands:
         rec.info("keep-clear is off: the model returns other bands than it reads")
