@@ -31,6 +31,7 @@ class CloudrmPlugin:
         return QCoreApplication.translate("CloudrmPlugin", text)
 
     def initProcessing(self) -> None:  # noqa: N802
+        report_version_conflicts(None)
         if self.provider is None:
             provider = CloudrmProvider()
             # addProvider deletes the object and returns False when the id is taken (a second
@@ -55,6 +56,7 @@ class CloudrmPlugin:
         from . import deps
 
         deps.offer_guided_install(self.iface)  # message-bar "Install…" when torch & co. are missing
+        report_version_conflicts(self.iface)
 
     def show_dialog(self) -> None:
         """Open (or raise) the Remove clouds dialog; it is created on first use and shows at once
@@ -83,3 +85,29 @@ class CloudrmPlugin:
             self.provider = None
         remove_translator(self.translator)
         self.translator = None
+
+
+_LOGGED: set[str] = set()
+_SHOWN: set[str] = set()
+
+
+def report_version_conflicts(iface: Any) -> list[str]:
+    """At plugin load: a package cloudrm brings that QGIS already loaded from elsewhere is one
+    clear line (QGIS log; with ``iface`` also the message bar), not an ImportError at run time.
+
+    Each line is logged once and shown once per session (initProcessing and initGui both call
+    this). Returns the conflict lines.
+    """
+    from qgis.core import Qgis, QgsMessageLog
+
+    from . import deps
+
+    lines = deps.version_conflicts()
+    for line in lines:
+        if line not in _LOGGED:
+            _LOGGED.add(line)
+            QgsMessageLog.logMessage(line, "cloudrm", Qgis.Critical)
+        if iface is not None and line not in _SHOWN and iface.messageBar() is not None:
+            _SHOWN.add(line)
+            iface.messageBar().pushMessage("cloudrm", line, Qgis.Critical, 0)
+    return lines

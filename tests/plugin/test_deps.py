@@ -178,3 +178,26 @@ def test_guided_install_asks_first_then_installs_in_the_background(fake_iface, m
         time.sleep(0.01)
     assert calls == [(["torch"], "cuda")]
     assert any(i.text() == "Installed torch into /deps. Restart QGIS." for i in bar.items())
+
+
+def test_version_conflicts_are_shown_at_plugin_load(fake_iface, monkeypatch, provider, tmp_path):
+    """A package cloudrm brings, already loaded from elsewhere: a message-bar line at load time,
+    and the algorithms refuse to run with the same line (not an ImportError inside torch)."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from cloudrm_plugin import plugin
+
+    line = "cloudrm needs sympy 1.14.0 (from /venv) but QGIS already loaded sympy 1.11.1 from /usr/lib: restart QGIS"
+    monkeypatch.setattr(deps, "version_conflicts", lambda: [line])
+    monkeypatch.setattr(plugin, "_SHOWN", set())
+    assert plugin.report_version_conflicts(fake_iface) == [line]
+    texts = [w.text() for w in fake_iface.messageBar().items()]
+    assert texts == [line]
+    plugin.report_version_conflicts(fake_iface)  # initProcessing and initGui both call it: shown once
+    assert len(fake_iface.messageBar().items()) == 1
+    opt, sar = crop_sample(tmp_path, 0, 0, 16)
+    with pytest.raises(QgsProcessingException, match=r"QGIS already loaded sympy 1\.11\.1"):
+        processing.run("cloudrm:removeclouds", {"OPTICAL": str(opt), "SAR": str(sar),
+                                                "OUTPUT": str(tmp_path / "o.tif")})
+    assert not (tmp_path / "o.tif").exists()
