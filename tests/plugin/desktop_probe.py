@@ -8,12 +8,10 @@ Inputs come from the environment (``--code`` takes no arguments): PROBE_OPTICAL,
 PROBE_OUT (a folder), PROBE_SHOTS (a folder for the screenshots).
 """
 
-import importlib.abc
 import itertools
 import json
 import os
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -23,40 +21,16 @@ from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QApplication
 from qgis.utils import iface, plugins
 
+sys.path.insert(0, os.environ["PROBE_HELPERS"])  # tests/plugin: qgis --code runs this file by its text
+import torch_imports
+
 T0 = time.monotonic()
 OUT = Path(os.environ["PROBE_OUT"])
 SHOTS = Path(os.environ["PROBE_SHOTS"])
 REPORT: dict = {"torch_at_start": "torch" in sys.modules, "plugins": sorted(plugins)}
-IMPORTS: list[dict] = []
+IMPORTS = torch_imports.install(T0)
 
 
-class TorchImportRecorder(importlib.abc.MetaPathFinder):
-    """Notes the thread that executes torch's modules (first imports only; lookups are not imports)."""
-
-    def find_spec(self, fullname, path, target=None):
-        if not (fullname == "torch" or fullname.startswith("torch.")):
-            return None
-        spec = None
-        for finder in sys.meta_path:
-            if finder is not self and hasattr(finder, "find_spec"):
-                spec = finder.find_spec(fullname, path, target)
-                if spec is not None:
-                    break
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        original = spec.loader.exec_module
-
-        def exec_module(module, _original=original, _name=fullname):
-            t = threading.current_thread()
-            IMPORTS.append({"module": _name, "main": t is threading.main_thread(), "thread": t.name,
-                            "t": time.monotonic() - T0})
-            return _original(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, TorchImportRecorder())
 
 
 def shot(name: str) -> None:

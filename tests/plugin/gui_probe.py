@@ -11,12 +11,10 @@ environment: QGIS's numpy and GDAL first, torch from the folders the plugin appe
 
 from __future__ import annotations
 
-import importlib.abc
 import itertools
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,42 +23,12 @@ PLUGINS = sys.argv[sys.argv.index("--plugins") + 1] if "--plugins" in sys.argv e
 sys.path.insert(0, PLUGINS)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import torch_imports  # noqa: E402  (this script's folder is on sys.path)
+
 T0 = time.monotonic()
-IMPORTS: list[dict] = []
+IMPORTS = torch_imports.install(T0)
 
 
-class TorchImportRecorder(importlib.abc.MetaPathFinder):
-    """Notes the thread that *executes* torch or one of its submodules (a first import).
-
-    Looking a module up (``importlib.util.find_spec``, as the plugin's dependency check does)
-    executes nothing and is not recorded: the real finder's loader is wrapped instead.
-    """
-
-    def find_spec(self, fullname, path, target=None):
-        if not (fullname == "torch" or fullname.startswith("torch.")):
-            return None
-        spec = None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        original = spec.loader.exec_module
-
-        def exec_module(module, _original=original, _name=fullname):
-            t = threading.current_thread()
-            IMPORTS.append({"module": _name, "thread": t.name, "main": t is threading.main_thread(),
-                            "t": time.monotonic() - T0})
-            return _original(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, TorchImportRecorder())
 
 
 def main() -> int:

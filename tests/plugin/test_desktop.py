@@ -92,7 +92,8 @@ def desktop(qgis_profile, tmp_path_factory):
     env = qgis_env(qgis_profile)
     env.pop("QT_QPA_PLATFORM")  # a real X display (Xvfb), as a user has
     env.update(PROBE_OPTICAL=str(opt), PROBE_SAR=str(sar), PROBE_OUT=str(tmp), PROBE_SHOTS=str(SHOTS),
-               PROBE_TILE="32", PROBE_OVERLAP="8", PROBE_SHOT_AT="30")
+               PROBE_TILE="32", PROBE_OVERLAP="8", PROBE_SHOT_AT="30",
+               PROBE_HELPERS=str(REPO / "tests" / "plugin"))
     r = subprocess.run(
         ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", "qgis.bin", "--nologo", "--noversioncheck",
          "--profiles-path", str(qgis_profile), "--code", str(REPO / "tests" / "plugin" / "desktop_probe.py")],
