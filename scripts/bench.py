@@ -17,7 +17,11 @@ run's alone, it measures (nothing is asserted; a benchmark prints ratios):
 - ``model_only_s``: forward passes for the same tiles, batch and precision without reading,
   copying or writing, and ``overhead_ratio`` = pipeline / model-only;
 - ``peak_rss_mb`` (the process's peak resident memory) and ``peak_cuda_mb``;
-- per model and device, ``memory_growth_ratio`` = peak RSS at the largest size ÷ at the smallest.
+- per model and device, ``memory_growth_ratio`` = peak RSS at the largest size ÷ at the smallest;
+- on CUDA, once per model, ``bf16_check``: the PSNR on the bundled sample's held-out set in fp32
+  and bf16 (engine/inference/precision_check.py), ``delta_db``, the bf16 speed-up at the
+  automatic batch and ``bf16_fair_default`` (faster and < 0.05 dB lost: the rule for a model
+  card's ``cuda_precision``).
 
 Models get random weights (speed does not depend on them); temporal models (ca_mtcr) a
 3-date series of the same scene.
@@ -124,20 +128,35 @@ def forward_ms(net: Any, inputs: tuple[Any, ...], dev: Any, batch: int, precisio
     return 1000 * statistics.median(times) / batch
 
 
+def bf16_check(model: str, net: Any, dev: Any, fw: dict[str, float | None]) -> dict[str, Any]:
+    """Is bf16 a fair CUDA default for ``model``? Faster at the automatic batch, and < 0.05 dB of
+    PSNR lost on the sample's held-out set (the demo checkpoint for glf_cr; random weights else)."""
+    from cloudrm_engine.api import bundled_checkpoint
+    from cloudrm_engine.inference.precision_check import precision_effect
+    from cloudrm_engine.io.checkpoint import build_model, load_checkpoint
+
+    demo = bundled_checkpoint(model)
+    weights = build_model(load_checkpoint(demo)).to(dev) if demo else net
+    effect = precision_effect(weights, model, dev)
+    fp32, bf16 = fw.get("fp32_batchauto"), fw.get("bf16_batchauto")
+    speedup = round(fp32 / bf16, 3) if fp32 and bf16 else None
+    return {**effect, "weights": Path(demo).name if demo else "random", "speedup_batch_auto": speedup,
+            "bf16_fair_default": bool(speedup and speedup > 1.0 and abs(effect["delta_db"]) < 0.05)}
+
+
 def worker(a: argparse.Namespace) -> dict[str, Any]:
     """One (model, size) measurement in this process."""
     import torch
 
-    from cloudrm_engine.api import RunRequest, method_info, run
+    from cloudrm_engine.api import RunRequest, run
     from cloudrm_engine.inference.device import describe_device, resolve_device
-    from cloudrm_engine.inference.predictor import Recorder, auto_batch_size, model_forward
-    from cloudrm_engine.inference.tiling import TileGrid
+    from cloudrm_engine.inference.predictor import Recorder, auto_batch_size, make_grid, model_forward
     from cloudrm_engine.io.checkpoint import Checkpoint, build_model, save_checkpoint
     from cloudrm_engine.models import create_model, model_card
     from cloudrm_engine.progress import Quiet
 
     dev = resolve_device(a.device)
-    card, info = model_card(a.model), method_info(a.model)
+    card = model_card(a.model)
     torch.manual_seed(0)
     net0 = create_model(a.model)
     tmp = Path(tempfile.mkdtemp(prefix="cloudrm-bench-"))
@@ -148,8 +167,12 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     net = build_model(Checkpoint(model=a.model, config={}, state_dict=net0.state_dict(),
                                  bands={"optical": list(card.optical_bands), "sar": list(card.sar_bands)},
                                  normalisation=card.normalisation)).to(dev)
-    tile = a.tile or info.tile_size
-    grid = TileGrid(a.size, a.size, tile, info.overlap, card.size_multiple)
+    opt, sar = scenes_for(a.model, a.size, Path(a.scenes))
+    req = RunRequest(optical=opt, sar=sar, output=str(tmp / "out.tif"), model=a.model, checkpoint=str(ckpt),
+                     device=a.device, tile_size=a.tile, keep_clear=False,
+                     dates=["2020-01-01", "2020-01-11", "2020-01-21"] if card.temporal else None)
+    # the run's own grid (tile size, default overlap, the model's size multiple)
+    grid = make_grid(a.size, a.size, req, card.defaults, card.size_multiple, Recorder(Quiet()), a.model)
     t = grid.size
     lead = (3,) if card.temporal else ()
     inputs = [torch.rand(1, *lead, len(card.optical_bands), t, t, device=dev),
@@ -167,13 +190,10 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
             fw[f"{prec}_batch{label}"] = (forward_ms(net, inputs_t, dev, b, prec, a.repeat)
                                           if dev.type == "cuda" or prec == "fp32" else None)
     res["forward_ms"] = fw
-    opt, sar = scenes_for(a.model, a.size, Path(a.scenes))
-    out = tmp / "out.tif"
+    if dev.type == "cuda" and a.check_precision:
+        res["bf16_check"] = bf16_check(a.model, net, dev, fw)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    req = RunRequest(optical=opt, sar=sar, output=str(out), model=a.model, checkpoint=str(ckpt), device=a.device,
-                     tile_size=t, keep_clear=False, dates=["2020-01-01", "2020-01-11", "2020-01-21"]
-                     if card.temporal else None)
     t0 = time.perf_counter()
     result = run(req, Quiet())
     res["pipeline_s"] = round(time.perf_counter() - t0, 3)
@@ -187,6 +207,18 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def document(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON document: every run, and per model and device the peak-RSS growth ratio."""
+    growth = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model and "error" not in r]
+        if not mine:
+            continue
+        lo, hi = min(mine, key=lambda r: r["size"]), max(mine, key=lambda r: r["size"])
+        growth[f"{model} {lo['device']}"] = round(hi["peak_rss_mb"] / lo["peak_rss_mb"], 3)
+    return {"runs": rows, "memory_growth_ratio": growth}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="mmcanet", help="comma-separated registry names")
@@ -196,9 +228,12 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="timed repeats of each forward measurement")
     p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     p.add_argument("--scenes", help="folder for the synthetic scenes (kept; default a temporary folder)")
+    p.add_argument("--out", help="also write the JSON document here, rewritten after every run (partial results "
+                                 "survive a time limit)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--check-precision", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
         print(json.dumps(worker(a)))
@@ -215,29 +250,33 @@ def main() -> None:
             write_s = time.time() - t0
             cmd = [sys.executable, __file__, "--worker", "--model", model, "--size", str(size), "--device", a.device,
                    "--tile", str(a.tile), "--repeat", str(a.repeat), "--scenes", str(scenes)]
+            cmd += ["--check-precision"] if size == sizes[0] else []  # once per model (CUDA only)
             r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
+            if r.returncode != 0:  # recorded; the other models still run
                 print(r.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"bench worker failed for {model} at {size}")
+                lines = r.stderr.strip().splitlines()
+                rows.append({"model": model, "size": size, "error": lines[-1] if lines else f"exit {r.returncode}"})
+                continue
             row = json.loads(r.stdout.strip().splitlines()[-1])
             row["scene_write_s"] = round(write_s, 1)
             rows.append(row)
+            if a.out:
+                Path(a.out).write_text(json.dumps(document(rows), indent=2))
             if not a.json:
                 fw = row["forward_ms"]
                 print(f"{model:<9} {row['device']:<24} {size:>6}² {row['tiles']:>5} tiles of {row['tile']} "
                       f"(batch {row['batch']}, {row['precision']}): forward {fw['fp32_batch1']:.0f} ms/tile, "
                       f"pipeline {row['pipeline_s']:.1f} s, model-only {row['model_only_s']:.1f} s, "
                       f"overhead {row['overhead_ratio']:.2f}, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
-    growth = {}
-    for model in models:
-        mine = [r for r in rows if r["model"] == model]
-        lo, hi = min(mine, key=lambda r: r["size"]), max(mine, key=lambda r: r["size"])
-        growth[f"{model} {lo['device']}"] = round(hi["peak_rss_mb"] / lo["peak_rss_mb"], 3)
+    doc = document(rows)
     if a.json:
-        print(json.dumps({"runs": rows, "memory_growth_ratio": growth}, indent=2))
+        print(json.dumps(doc, indent=2))
     else:
-        for k, v in growth.items():
+        for k, v in doc["memory_growth_ratio"].items():
             print(f"memory_growth_ratio {k}: {v:.3f} (peak RSS at {sizes[-1]}² ÷ at {sizes[0]}²)")
+    failed = [f"{r['model']} at {r['size']}²: {r['error']}" for r in rows if "error" in r]
+    if failed:
+        raise SystemExit("bench worker failed for " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -39,3 +39,14 @@ def test_scene_on_cuda_agrees_with_cpu(tmp_path, amp):
     with rasterio.open(outs["cpu"]) as a, rasterio.open(outs["cuda:0"]) as b:
         diff = np.abs(a.read().astype(np.int32) - b.read().astype(np.int32))
     assert diff.mean() < (20 if amp else 1), diff.mean()  # DN; bf16 autocast costs ~2-3 significant digits
+
+
+def test_bf16_on_cuda_costs_the_demo_checkpoint_less_than_005_db():
+    from cloudrm_engine.inference.precision_check import precision_effect
+    from cloudrm_engine.io.checkpoint import build_model, load_checkpoint
+
+    ckpt = load_checkpoint(DEMO_CKPT)
+    effect = precision_effect(build_model(ckpt).cuda(), "glf_cr", torch.device("cuda:0"))
+    recorded = ckpt.training["held_out_after"]["model"]["psnr"]  # 32.4174 dB, fp32 on the CPU
+    assert effect["psnr_db"]["fp32"] == pytest.approx(recorded, abs=0.01)
+    assert abs(effect["delta_db"]) < 0.05, effect  # the rule for bf16 as a card's cuda_precision
