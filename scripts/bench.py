@@ -17,6 +17,8 @@ run's alone, it measures (nothing is asserted; a benchmark prints ratios):
 - ``model_only_s``: forward passes for the same tiles, batch and precision without reading,
   copying or writing, and ``overhead_ratio`` = pipeline / model-only;
 - ``peak_rss_mb`` (the process's peak resident memory) and ``peak_cuda_mb``;
+- ``floor_s`` and ``floor_ms_per_tile``: the same run with the network replaced by a copy of its
+  input, i.e. what the pipeline itself costs; no device makes a run faster than this;
 - per model and device, ``memory_growth_ratio`` = peak RSS at the largest size ÷ at the smallest;
 - on CUDA, once per model, ``bf16_check``: the PSNR on the bundled sample's held-out set in fp32
   and bf16 (engine/inference/precision_check.py), ``delta_db``, the bf16 speed-up at the
@@ -204,7 +206,40 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     res["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None
     res["threads"] = torch.get_num_threads()
+    res["floor_s"] = floor_seconds(req, tmp / "floor.tif")
+    res["floor_ms_per_tile"] = round(1000 * res["floor_s"] / len(grid), 2)
     return res
+
+
+def floor_seconds(req: Any, out: Path) -> float:
+    """The same run with the network replaced by a copy of its optical input: what reading,
+    normalising, copying, blending and writing cost on their own. Whatever the device, a run
+    cannot be faster than this; when the model's own time is below it, the overhead ratio
+    exceeds 1 by the difference."""
+    import dataclasses
+
+    from cloudrm_engine.api import run
+    from cloudrm_engine.inference import predictor, temporal
+    from cloudrm_engine.progress import Quiet
+
+    def null_forward(net: Any, device: Any, precision: str) -> Any:
+        def forward(inputs: tuple[Any, ...]) -> Any:
+            x = inputs[0]
+            return (x[:, -1] if x.dim() == 5 else x).clone()  # (B, [T,] C, S, S): the target date
+
+        return forward
+
+    modules = (predictor, temporal)  # both build the forward call of their runs
+    real = [m.model_forward for m in modules]
+    for m in modules:
+        m.model_forward = null_forward  # type: ignore[assignment]
+    try:
+        t0 = time.perf_counter()
+        run(dataclasses.replace(req, output=str(out)), Quiet())
+        return round(time.perf_counter() - t0, 3)
+    finally:
+        for m, f in zip(modules, real, strict=True):
+            m.model_forward = f  # type: ignore[assignment]
 
 
 def document(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -267,7 +302,8 @@ def main() -> None:
                 print(f"{model:<9} {row['device']:<24} {size:>6}² {row['tiles']:>5} tiles of {row['tile']} "
                       f"(batch {row['batch']}, {row['precision']}): forward {fw['fp32_batch1']:.0f} ms/tile, "
                       f"pipeline {row['pipeline_s']:.1f} s, model-only {row['model_only_s']:.1f} s, "
-                      f"overhead {row['overhead_ratio']:.2f}, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+                      f"overhead {row['overhead_ratio']:.2f}, peak RSS {row['peak_rss_mb']:.0f} MB, "
+                      f"floor {row['floor_ms_per_tile']:.0f} ms/tile", flush=True)
     doc = document(rows)
     if a.json:
         print(json.dumps(doc, indent=2))

@@ -98,6 +98,9 @@ def test_bench_json_has_every_figure_the_issue_asks_for(tmp_path):
         assert x["batch"] == x["batch_auto"] == 1 and x["precision"] == "fp32"  # CPU defaults
         assert x["overhead_ratio"] == pytest.approx(x["pipeline_s"] / x["model_only_s"], abs=2e-3)
         assert x["peak_rss_mb"] > 0 and x["peak_cuda_mb"] is None and "bf16_check" not in x
+        # the pipeline without the network is cheaper than with it, per tile as in total
+        assert 0 < x["floor_s"] < x["pipeline_s"]
+        assert x["floor_ms_per_tile"] == pytest.approx(1000 * x["floor_s"] / x["tiles"], abs=0.01)
     assert x["tiles"] > runs[0]["tiles"]
     (key, growth), = doc["memory_growth_ratio"].items()
     assert key.startswith("mmcanet cpu")

@@ -870,6 +870,29 @@ def test_scan_statistics_and_file_mean_on_a_file(tmp_path):
     assert s.partial_nan == 0  # band 1 NaN where band 2 is -9999 (nodata): an empty pixel, not a partial one
 
 
+def test_a_threaded_statistics_pass_equals_one_thread_bit_for_bit(tmp_path):
+    rng = np.random.default_rng(3)
+    a = (rng.random((3, 150, 170)) * 12000).astype(np.float32)  # some above the 10000 clip
+    a[0, :20] = np.nan
+    a[2, 40:43] = np.inf
+    a[:, 100:, :30] = -9999
+    a[1, 5, 5] = -3.0
+    path = write_geotiff(tmp_path / "t.tif", a, nodata=-9999)
+    with rasterio.open(path) as ds:
+        one = scan_statistics(ds, block=32, role="optical", clip=(0, 10000), threads=1)
+        four = scan_statistics(ds, block=32, role="optical", clip=(0, 10000), threads=4)  # 30 blocks
+    assert four == one  # every count, and mean/min/max as the same floats (same order of additions)
+    assert one.above > 0 and one.negative == 1 and one.infinite == 3 * 170 and one.empty == 50 * 30
+
+
+def test_a_threaded_statistics_pass_names_the_damaged_file(tmp_path):
+    good = tiled(tmp_path / "good.tif", noise())
+    bad = truncate(good, tmp_path / "cut.tif", 0.5)
+    with rasterio.open(bad) as ds, pytest.raises(InputError, match=r"^cannot read rows .* of SAR raster 'cut.tif' "
+                                                                   r"\(.*cut.tif\): the file is truncated or corrupt"):
+        scan_statistics(ds, block=64, what="SAR raster 'cut.tif'", threads=3)
+
+
 @pytest.mark.parametrize(
     ("fill_value", "nodata", "dtype", "what"),
     [(np.nan, None, "float32", "NaN"), (0, 0, "uint16", "nodata"), (np.nan, -1, "float32", "nodata/NaN")],
