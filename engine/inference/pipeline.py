@@ -8,9 +8,11 @@ concurrently:
   thread-safe; GDAL releases the GIL while decoding, so reads really run in parallel);
 - **the model**: batches on the device, in the calling thread; it reports progress from
   forward hooks on the model's blocks and is asked for cancellation between blocks on the
-  CPU, where one tile can take many seconds;
-- **the writer**: one thread blends the overlapping tiles (:class:`StreamingBlender`),
-  converts to the output's DN, applies keep-clear and writes whole block rows
+  CPU, where one tile can take many seconds. On CUDA a batch is stacked straight into pinned
+  memory and its predictions come back by a non-blocking copy, so this thread launches the
+  next batch while the GPU still works on the last one;
+- **the writer**: one thread waits for each batch's copy, blends the overlapping tiles
+  (:class:`StreamingBlender`), converts to the output's DN, applies keep-clear and writes whole block rows
   (:class:`StripWriter`) so the GeoTIFF driver compresses and frees them as they complete
   instead of all at once when the file closes.
 
@@ -180,13 +182,32 @@ class StripWriter:
         return not self.strips
 
 
+@dataclass
+class _Predicted:
+    """One forward pass's predictions on their way to the host.
+
+    ``host`` (B, C, S, S) float32 on the CPU holds them once ``ready`` (a CUDA event recorded
+    after the non-blocking copy) has completed; ``ready`` is None when they are there already.
+    ``valid`` are the tiles' (S, S) validity masks (None: all valid).
+    """
+
+    tiles: list[Tile]
+    valid: list[np.ndarray | None]
+    host: torch.Tensor
+    ready: Any = None
+
+
 class _Writer(threading.Thread):
-    """Blends and writes in the background; the first error is kept and re-raised by :meth:`finish`."""
+    """Blends and writes in the background; the first error is kept and re-raised by :meth:`finish`.
+
+    It also finishes the batches' device-to-host copies (waits for their events and adds the
+    validity channel), so the calling thread can launch the next batch while the GPU works.
+    """
 
     def __init__(self, blender: StreamingBlender, grid: TileGrid, depth: int) -> None:
         super().__init__(name="cloudrm-writer", daemon=True)
         self.blender, self.grid = blender, grid
-        self.queue: queue.Queue[tuple[Tile, np.ndarray] | None] = queue.Queue(maxsize=max(depth, 1))
+        self.queue: queue.Queue[tuple[Tile, np.ndarray] | _Predicted | None] = queue.Queue(maxsize=max(depth, 1))
         self.error: BaseException | None = None
         self.start()
 
@@ -198,14 +219,29 @@ class _Writer(threading.Thread):
             if self.error is not None:
                 continue  # drain: the producer learns of the error at its next put
             try:
-                tile, values = item
-                self.blender.add(tile, values, self.grid.weight(tile))
+                if isinstance(item, _Predicted):
+                    self._add_batch(item)
+                else:
+                    tile, values = item
+                    self.blender.add(tile, values, self.grid.weight(tile))
             except BaseException as exc:
                 self.error = exc
+
+    def _add_batch(self, done: _Predicted) -> None:
+        if done.ready is not None:
+            done.ready.synchronize()  # waits for the copy (and the forward pass before it)
+        values = done.host.numpy()
+        for pred, tile, valid in zip(values, done.tiles, done.valid, strict=True):
+            v = valid.astype(np.float32)[None] if valid is not None else np.ones((1, *pred.shape[1:]), np.float32)
+            self.blender.add(tile, np.concatenate([pred, v]), self.grid.weight(tile))
 
     def put(self, tile: Tile, values: np.ndarray) -> None:
         self.check()
         self.queue.put((tile, values))
+
+    def put_batch(self, done: _Predicted) -> None:
+        self.check()
+        self.queue.put(done)
 
     def check(self) -> None:
         if self.error is not None:
@@ -232,6 +268,7 @@ class PipelineStats:
     batch_size: int = 1
     oom_retries: int = 0
     seconds_forward: float = 0.0
+    """Time in the model calls; on CUDA only launching them (the GPU runs on asynchronously)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -275,7 +312,9 @@ def run_pipeline(
     pin = device.type == "cuda"
     reader = _PerThread(source)
     pool = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cloudrm-read")
-    writer = _Writer(blender, grid, depth=2 * batch_size + 2)
+    # queued items are batches (or single skipped tiles): a few of them keep the writer fed
+    # while bounding the host memory they hold
+    writer = _Writer(blender, grid, depth=4)
     ahead = max(2, 2 * readers) * batch_size
     pending: collections.deque[Future[TileData]] = collections.deque()
     nxt = 0
@@ -301,15 +340,10 @@ def run_pipeline(
                 progress.update(done, total)
                 continue
             t0 = time.perf_counter()
-            preds = _forward_batch(batch, forward, device, pin, hooks, done, progress, stats)
+            chunks = _forward_batch(batch, forward, device, pin, hooks, done, progress, stats)
             stats.seconds_forward += time.perf_counter() - t0
-            for item, pred in zip(batch, preds, strict=True):
-                valid = (
-                    item.valid.astype(np.float32)[None]
-                    if item.valid is not None
-                    else np.ones((1, *pred.shape[1:]), np.float32)
-                )
-                writer.put(item.tile, np.concatenate([pred, valid]))
+            for chunk in chunks:
+                writer.put_batch(chunk)
             done += len(batch)
             progress.update(done, total)
         writer.finish()
@@ -324,6 +358,17 @@ def run_pipeline(
     return stats
 
 
+def _stacked(arrays: list[np.ndarray], pin: bool) -> torch.Tensor:
+    """``arrays`` stacked on a new first axis; with ``pin`` straight into pinned host memory
+    (one copy instead of a stack and then a pinned copy)."""
+    if not pin:
+        return torch.from_numpy(np.stack(arrays))
+    first = torch.from_numpy(arrays[0])
+    t = torch.empty((len(arrays), *first.shape), dtype=first.dtype, pin_memory=True)
+    np.stack(arrays, out=t.numpy())
+    return t
+
+
 def _forward_batch(
     batch: list[TileData],
     forward: Forward,
@@ -333,28 +378,36 @@ def _forward_batch(
     done: int,
     progress: Progress,
     stats: PipelineStats,
-) -> list[np.ndarray]:
-    """Predictions (C, S, S) float32 for ``batch``; on out-of-memory the batch is split in halves
-    and ``stats.batch_size`` (the size later batches take) shrinks with it."""
+) -> list[_Predicted]:
+    """The predictions for ``batch``, in one or more chunks; on out-of-memory the batch is split
+    in halves and ``stats.batch_size`` (the size later batches take) shrinks with it.
+
+    With ``pin`` (CUDA) the inputs are stacked straight into pinned host memory and copied
+    without blocking, and the predictions come back the same way: this returns as soon as the
+    work is queued on the GPU, and the writer thread waits for each chunk's copy.
+    """
     size = len(batch)
     while True:
         try:
-            out: list[np.ndarray] = []
+            out: list[_Predicted] = []
             for start in range(0, len(batch), size):
                 chunk = batch[start : start + size]
-                tensors = []
-                for k in range(len(chunk[0].inputs)):
-                    t = torch.from_numpy(np.stack([it.inputs[k] for it in chunk]))
-                    if pin:
-                        t = t.pin_memory()
-                    tensors.append(t.to(device, non_blocking=pin))
+                tensors = [_stacked([it.inputs[k] for it in chunk], pin).to(device, non_blocking=pin)
+                           for k in range(len(chunk[0].inputs))]
                 if hooks is not None:
                     hooks.start(done + start, len(chunk))
                 with torch.inference_mode():
-                    pred = forward(tuple(tensors))
+                    pred = forward(tuple(tensors)).float()
+                    if pin:
+                        host = torch.empty(pred.shape, dtype=torch.float32, pin_memory=True)
+                        host.copy_(pred, non_blocking=True)
+                        ready = torch.cuda.Event()
+                        ready.record()
+                    else:
+                        host, ready = pred.cpu(), None
                 if hooks is not None:
                     hooks.finish()
-                out.extend(pred.float().cpu().numpy())
+                out.append(_Predicted([it.tile for it in chunk], [it.valid for it in chunk], host, ready))
             return out
         except Canceled:
             raise

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from cloudrm_engine.errors import Canceled, InputError
-from cloudrm_engine.inference.pipeline import StageProgress, StripWriter, TileData, run_pipeline
+from cloudrm_engine.inference.pipeline import (
+    StageProgress,
+    StripWriter,
+    TileData,
+    _Predicted,
+    _Writer,
+    run_pipeline,
+)
 from cloudrm_engine.inference.tiling import StreamingBlender, TileGrid
 from tests.conftest import RecordingProgress, crop_sample, make_checkpoint
 
@@ -168,6 +175,39 @@ def test_cancel_stops_between_blocks_not_after_the_tile():
         _run(grid, np.zeros((1, 32, 32), np.float32), lambda ins: net(ins[0]), 1, prog, hooks)
     assert 1 <= net.ran < 10  # stopped inside the forward pass, not after its tenth block
     hooks.remove()
+
+
+def test_the_writer_reads_a_batch_only_after_its_copy_has_completed():
+    """On CUDA the predictions come back by a non-blocking copy that a CUDA event marks done; the
+    writer must wait for the event before it reads the host buffer. A stand-in event fills
+    the buffer only when waited on."""
+    grid = TileGrid(64, 64, 32, 0, 16)  # 4 tiles
+    img = np.random.default_rng(1).random((1, 64, 64)).astype(np.float32)
+    tiles = list(grid)
+    truth = torch.from_numpy(np.stack([img[:, t.y : t.y + 32, t.x : t.x + 32] for t in tiles]))
+    host = torch.zeros_like(truth)  # what the buffer holds before the copy lands
+
+    class CopyLands:
+        waited = 0
+
+        def synchronize(self) -> None:
+            host.copy_(truth)
+            self.waited += 1
+
+    event = CopyLands()
+    out = np.zeros((1, 64, 64))
+    valid = np.ones((32, 32), bool)
+    valid[0, 0] = False  # the validity channel travels with the batch
+
+    def emit(y: int, x: int, block: np.ndarray) -> None:
+        out[:, y : y + block.shape[1], x : x + block.shape[2]] = block[:1]
+        assert block[1, 0, 0] == 0.0 and block[1].sum() == 32 * 32 - 1  # one tile per block here
+
+    writer = _Writer(StreamingBlender(grid, 2, emit), grid, depth=4)
+    writer.put_batch(_Predicted(tiles, [valid] * 4, host, event))
+    writer.finish()
+    assert event.waited == 1
+    np.testing.assert_array_equal(out, img)
 
 
 def test_a_writer_error_surfaces_and_stops_the_run():
