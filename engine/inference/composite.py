@@ -41,6 +41,7 @@ from ..choices import DEFAULT_FEATHER_PX, DEFAULT_MASK_BUFFER_M, DEFAULT_MASK_ME
 from ..data.bands import S2_BANDS
 from ..errors import Canceled, InputError
 from ..io.align import check_grid, warped_onto
+from ..io.per_thread import PerThread
 from ..io.raster import (
     RasterInfo,
     atomic_output,
@@ -168,35 +169,32 @@ class KeepClear:
             "resampling the mask onto the optical grid (nearest neighbour)",
             "pixels outside the mask raster are kept as they are",
         )
-        self._local = threading.local()
         self._lock = threading.Lock()
-        self._stacks: list[contextlib.ExitStack] = []
+        self._per_thread: PerThread[tuple[contextlib.ExitStack, Any, Any]] = PerThread(
+            self._open_handles, lambda h: h[0].close()
+        )
         self.cloudy = 0
         self.filled = 0
         self.valid = 0
 
     # ---- per-thread handles -------------------------------------------------------------
+    def _open_handles(self) -> tuple[contextlib.ExitStack, Any, Any]:
+        stack = contextlib.ExitStack()
+        opt = stack.enter_context(rasterio.open(self.optical.path))
+        msk = None
+        if self.mask is not None and self.warp:
+            msk = stack.enter_context(warped_onto(self.mask.path, self.optical, "nearest"))
+        elif self.mask is not None:
+            msk = stack.enter_context(rasterio.open(self.mask.path))
+        return stack, opt, msk
+
     def _handles(self) -> tuple[Any, Any]:
-        h = getattr(self._local, "handles", None)
-        if h is None:
-            stack = contextlib.ExitStack()
-            opt = stack.enter_context(rasterio.open(self.optical.path))
-            msk = None
-            if self.mask is not None and self.warp:
-                msk = stack.enter_context(warped_onto(self.mask.path, self.optical, "nearest"))
-            elif self.mask is not None:
-                msk = stack.enter_context(rasterio.open(self.mask.path))
-            with self._lock:
-                self._stacks.append(stack)
-            h = self._local.handles = (opt, msk)
-        return h
+        """This thread's (optical, mask or None) datasets."""
+        _, opt, msk = self._per_thread.get()
+        return opt, msk
 
     def close(self) -> None:
-        with self._lock:
-            for s in self._stacks:
-                s.close()
-            self._stacks.clear()
-        self._local = threading.local()
+        self._per_thread.close()
 
     def __enter__(self) -> KeepClear:
         return self

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import Canceled, InputError
+from ..io.per_thread import PerThread
 from ..progress import Progress
 from .tiling import StreamingBlender, Tile, TileGrid
 
@@ -65,31 +66,6 @@ class TileSource(Protocol):
 
 Forward = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
 """Batched model call: inputs (B, …) on the device → prediction (B, C, S, S) in [0, 1]."""
-
-
-class _PerThread:
-    """A :class:`TileSource` per reader thread, created on first use, all closed at the end."""
-
-    def __init__(self, factory: Callable[[], TileSource]) -> None:
-        self.factory = factory
-        self.local = threading.local()
-        self.lock = threading.Lock()
-        self.created: list[TileSource] = []
-
-    def read(self, tile: Tile) -> TileData:
-        src = getattr(self.local, "source", None)
-        if src is None:
-            src = self.factory()
-            self.local.source = src
-            with self.lock:
-                self.created.append(src)
-        return src.read(tile)
-
-    def close(self) -> None:
-        with self.lock:
-            for src in self.created:
-                src.close()
-            self.created.clear()
 
 
 class StageProgress:
@@ -235,13 +211,10 @@ class _Writer(threading.Thread):
             v = valid.astype(np.float32)[None] if valid is not None else np.ones((1, *pred.shape[1:]), np.float32)
             self.blender.add(tile, np.concatenate([pred, v]), self.grid.weight(tile))
 
-    def put(self, tile: Tile, values: np.ndarray) -> None:
+    def put(self, item: tuple[Tile, np.ndarray] | _Predicted) -> None:
+        """Queue one tile's (C + 1, S, S) values or a batch of predictions."""
         self.check()
-        self.queue.put((tile, values))
-
-    def put_batch(self, done: _Predicted) -> None:
-        self.check()
-        self.queue.put(done)
+        self.queue.put(item)
 
     def check(self) -> None:
         if self.error is not None:
@@ -310,7 +283,11 @@ def run_pipeline(
     total = len(tiles)
     stats = PipelineStats(tiles=total, batch_size=batch_size)
     pin = device.type == "cuda"
-    reader = _PerThread(source)
+    readers_of_thread: PerThread[TileSource] = PerThread(source, lambda src: src.close())
+
+    def read(tile: Tile) -> TileData:
+        return readers_of_thread.get().read(tile)
+
     pool = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cloudrm-read")
     # queued items are batches (or single skipped tiles): a few of them keep the writer fed
     # while bounding the host memory they hold
@@ -323,7 +300,7 @@ def run_pipeline(
     try:
         while done < total:
             while nxt < total and len(pending) < ahead:
-                pending.append(pool.submit(reader.read, tiles[nxt]))
+                pending.append(pool.submit(read, tiles[nxt]))
                 nxt += 1
             if progress.is_canceled():
                 raise Canceled("canceled; no output written")
@@ -331,7 +308,7 @@ def run_pipeline(
             while pending and len(batch) < stats.batch_size:  # smaller after an out-of-memory
                 item = pending.popleft().result()
                 if item.skip:
-                    writer.put(item.tile, np.zeros((blender.channels, grid.size, grid.size), np.float32))
+                    writer.put((item.tile, np.zeros((blender.channels, grid.size, grid.size), np.float32)))
                     stats.skipped += 1
                     done += 1
                     continue
@@ -343,7 +320,7 @@ def run_pipeline(
             chunks = _forward_batch(batch, forward, device, pin, hooks, done, progress, stats)
             stats.seconds_forward += time.perf_counter() - t0
             for chunk in chunks:
-                writer.put_batch(chunk)
+                writer.put(chunk)
             done += len(batch)
             progress.update(done, total)
         writer.finish()
@@ -354,7 +331,7 @@ def run_pipeline(
         raise
     finally:
         pool.shutdown(wait=True)
-        reader.close()
+        readers_of_thread.close()
     return stats
 
 

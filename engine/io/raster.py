@@ -17,7 +17,6 @@ import re
 import shutil
 import struct
 import tempfile
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from rasterio.windows import Window
 
 from ..errors import CloudrmError, InputError
 from .checks import ValueStats, _human, check_destination, raster_label
+from .per_thread import PerThread
 
 
 @dataclass(frozen=True)
@@ -237,18 +237,11 @@ def scan_statistics(
     # while decoding, so blocks are read by threads, each with its own handle (GDAL handles are
     # not thread-safe). Merging the per-block counts in block order adds the same float64 sums
     # in the same order as one thread would: the result is bit-identical.
-    local = threading.local()
-    opened: list[Any] = []
-    lock = threading.Lock()
+    handles: PerThread[Any] = PerThread(lambda: rasterio.open(ds.name), lambda h: h.close())
 
     def part(w: Window) -> ValueStats:
-        handle = getattr(local, "ds", None)
-        if handle is None:
-            handle = local.ds = rasterio.open(ds.name)
-            with lock:
-                opened.append(handle)
         one = ValueStats(role=role, dtype=dtype, nodata=nodata, clip=clip)
-        one.add(read_window(handle, w, bands=idx, what=what))
+        one.add(read_window(handles.get(), w, bands=idx, what=what))
         return one
 
     try:
@@ -256,8 +249,7 @@ def scan_statistics(
             for one in pool.map(part, windows):
                 stats.merge(one)
     finally:
-        for handle in opened:
-            handle.close()
+        handles.close()
     return stats
 
 

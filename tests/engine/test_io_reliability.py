@@ -870,6 +870,36 @@ def test_scan_statistics_and_file_mean_on_a_file(tmp_path):
     assert s.partial_nan == 0  # band 1 NaN where band 2 is -9999 (nodata): an empty pixel, not a partial one
 
 
+def test_per_thread_objects_are_made_once_per_thread_and_all_closed():
+    import threading
+
+    from cloudrm_engine.io.per_thread import PerThread
+
+    made, closed = [], []
+    per = PerThread(lambda: made.append(threading.get_ident()) or len(made), closed.append)
+    seen: dict[int, set[int]] = {}
+
+    together = threading.Barrier(3)  # alive at once, so no thread id is reused
+
+    def use(wait: bool = True) -> None:
+        for _ in range(3):
+            seen.setdefault(threading.get_ident(), set()).add(per.get())
+        if wait:
+            together.wait()
+
+    threads = [threading.Thread(target=use) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    use(wait=False)  # and this thread
+    assert len(made) == 4 and all(len(v) == 1 for v in seen.values())  # one object per thread, reused
+    assert len({next(iter(v)) for v in seen.values()}) == 4
+    per.close()
+    assert sorted(closed) == [1, 2, 3, 4]
+    assert per.get() == 5  # after close, a fresh one
+
+
 def test_a_threaded_statistics_pass_equals_one_thread_bit_for_bit(tmp_path):
     rng = np.random.default_rng(3)
     a = (rng.random((3, 150, 170)) * 12000).astype(np.float32)  # some above the 10000 clip

@@ -204,7 +204,7 @@ def test_the_writer_reads_a_batch_only_after_its_copy_has_completed():
         assert block[1, 0, 0] == 0.0 and block[1].sum() == 32 * 32 - 1  # one tile per block here
 
     writer = _Writer(StreamingBlender(grid, 2, emit), grid, depth=4)
-    writer.put_batch(_Predicted(tiles, [valid] * 4, host, event))
+    writer.put(_Predicted(tiles, [valid] * 4, host, event))
     writer.finish()
     assert event.waited == 1
     np.testing.assert_array_equal(out, img)
