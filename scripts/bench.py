@@ -23,7 +23,12 @@ run's alone, it measures (nothing is asserted; a benchmark prints ratios):
 - on CUDA, once per model, ``bf16_check``: the PSNR on the bundled sample's held-out set in fp32
   and bf16 (engine/inference/precision_check.py), ``delta_db``, the bf16 speed-up at the
   automatic batch and ``bf16_fair_default`` (faster and < 0.05 dB lost: the rule for a model
-  card's ``cuda_precision``).
+  card's ``cuda_precision``);
+- on CUDA, once per model, ``graph_check``: the forward pass replayed from a CUDA graph at the
+  run's batch and precision against the eager pass (ms per tile, ``speedup``, ``max_abs_diff`` on
+  the same inputs), the whole run again with graphs on (``pipeline_s``, ``overhead_ratio``) and
+  ``graphs_fair_default`` (> 2 % faster and equal within 1e-4 in fp32: the rule for a card's
+  ``cuda_graphs``).
 
 Models get random weights (speed does not depend on them); temporal models (ca_mtcr) a
 3-date series of the same scene.
@@ -110,17 +115,20 @@ def _sync(dev: Any) -> None:
         torch.cuda.synchronize(dev)
 
 
-def forward_ms(net: Any, inputs: tuple[Any, ...], dev: Any, batch: int, precision: str, repeat: int) -> float:
-    """Median milliseconds per tile of ``net`` on device-resident random inputs."""
+def forward_ms(net: Any, inputs: tuple[Any, ...], dev: Any, batch: int, precision: str, repeat: int,
+               graphs: bool = False) -> float:
+    """Median milliseconds per tile of ``net`` on device-resident random inputs (``graphs``: replayed
+    from a CUDA graph, as a run does where the card's ``cuda_graphs`` is on)."""
     import torch
 
     from cloudrm_engine.inference.predictor import model_forward
 
-    fwd = model_forward(net, dev, precision)
+    fwd = model_forward(net, dev, precision, graphs=graphs)
     xs = tuple(t.repeat(batch, *([1] * (t.dim() - 1))) for t in inputs)
     times = []
     with torch.inference_mode():
-        fwd(xs)  # warm-up
+        for _ in range(3 if graphs else 1):  # warm-up; a graph is captured at the third call
+            fwd(xs)
         for _ in range(repeat):
             _sync(dev)
             t0 = time.perf_counter()
@@ -146,13 +154,64 @@ def bf16_check(model: str, net: Any, dev: Any, fw: dict[str, float | None]) -> d
             "bf16_fair_default": bool(speedup and speedup > 1.0 and abs(effect["delta_db"]) < 0.05)}
 
 
+def graph_check(net: Any, req: Any, inputs: tuple[Any, ...], dev: Any, res: dict[str, Any], out: Path,
+                repeat: int) -> dict[str, Any]:
+    """Are CUDA graphs a fair default for this model (a card's ``cuda_graphs``)? The forward pass
+    replayed from a graph at the run's batch and precision against the eager pass: speed-up,
+    largest difference on the same inputs, and the whole run again with graphs on."""
+    import dataclasses
+
+    import torch
+
+    from cloudrm_engine.api import run
+    from cloudrm_engine.inference.predictor import model_forward
+    from cloudrm_engine.models import model_card
+    from cloudrm_engine.progress import Quiet
+
+    batch, precision = res["batch"], res["precision"]
+    xs = tuple(t.repeat(batch, *([1] * (t.dim() - 1))) for t in inputs)
+    xs = (torch.rand_like(xs[0]), *xs[1:])  # tiles that differ within the batch
+    notes: list[str] = []
+    graphed = model_forward(net, dev, precision, graphs=True, note=notes.append)
+    with torch.inference_mode():
+        for _ in range(3):
+            got = graphed(xs).float().clone()
+        want = model_forward(net, dev, precision)(xs).float()
+    eager_ms = forward_ms(net, inputs, dev, batch, precision, max(repeat, 1))
+    graph_ms = forward_ms(net, inputs, dev, batch, precision, max(repeat, 1), graphs=True)
+    defaults = model_card(res["model"]).defaults
+    before = dict(defaults)
+    defaults["cuda_graphs"] = True  # the card is shared in this process: put back below
+    try:
+        t0 = time.perf_counter()
+        run(dataclasses.replace(req, output=str(out)), Quiet())
+        pipeline_s = round(time.perf_counter() - t0, 3)
+    finally:
+        defaults.clear()
+        defaults.update(before)
+    diff = float((got - want).abs().max())
+    speedup = round(eager_ms / graph_ms, 3)
+    captured = getattr(graphed, "replays", 0) > 0
+    return {"captured": captured, "notes": notes, "batch": batch, "precision": precision,
+            "eager_ms_per_tile": round(eager_ms, 3), "graph_ms_per_tile": round(graph_ms, 3), "speedup": speedup,
+            "max_abs_diff": diff, "pipeline_s": pipeline_s,
+            "overhead_ratio": round(pipeline_s / (graph_ms / 1000 * res["tiles"]), 3),
+            "graphs_fair_default": bool(captured and speedup > 1.02 and diff < (1e-4 if precision == "fp32" else 1e-2))}
+
+
 def worker(a: argparse.Namespace) -> dict[str, Any]:
     """One (model, size) measurement in this process."""
     import torch
 
     from cloudrm_engine.api import RunRequest, run
     from cloudrm_engine.inference.device import describe_device, resolve_device
-    from cloudrm_engine.inference.predictor import Recorder, auto_batch_size, make_grid, model_forward
+    from cloudrm_engine.inference.predictor import (
+        Recorder,
+        auto_batch_size,
+        make_grid,
+        model_forward,
+        use_cuda_graphs,
+    )
     from cloudrm_engine.io.checkpoint import Checkpoint, build_model, save_checkpoint
     from cloudrm_engine.models import create_model, model_card
     from cloudrm_engine.progress import Quiet
@@ -200,12 +259,15 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     result = run(req, Quiet())
     res["pipeline_s"] = round(time.perf_counter() - t0, 3)
     res["batch"], res["precision"] = result.batch_size, result.precision
-    per_tile = forward_ms(net, inputs_t, dev, result.batch_size, result.precision, max(a.repeat, 1)) / 1000
+    per_tile = forward_ms(net, inputs_t, dev, result.batch_size, result.precision, max(a.repeat, 1),
+                          graphs=use_cuda_graphs(dev, card)) / 1000
     res["model_only_s"] = round(per_tile * len(grid), 3)
     res["overhead_ratio"] = round(res["pipeline_s"] / res["model_only_s"], 3)
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     res["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None
     res["threads"] = torch.get_num_threads()
+    if dev.type == "cuda" and a.check_precision:
+        res["graph_check"] = graph_check(net, req, inputs_t, dev, res, tmp / "graphs.tif", a.repeat)
     res["floor_s"] = floor_seconds(req, tmp / "floor.tif")
     res["floor_ms_per_tile"] = round(1000 * res["floor_s"] / len(grid), 2)
     return res
@@ -222,7 +284,7 @@ def floor_seconds(req: Any, out: Path) -> float:
     from cloudrm_engine.inference import predictor, temporal
     from cloudrm_engine.progress import Quiet
 
-    def null_forward(net: Any, device: Any, precision: str) -> Any:
+    def null_forward(net: Any, device: Any, precision: str, **_: Any) -> Any:
         def forward(inputs: tuple[Any, ...]) -> Any:
             x = inputs[0]
             return (x[:, -1] if x.dim() == 5 else x).clone()  # (B, [T,] C, S, S): the target date
@@ -232,14 +294,14 @@ def floor_seconds(req: Any, out: Path) -> float:
     modules = (predictor, temporal)  # both build the forward call of their runs
     real = [m.model_forward for m in modules]
     for m in modules:
-        m.model_forward = null_forward  # type: ignore[assignment]
+        m.model_forward = null_forward
     try:
         t0 = time.perf_counter()
         run(dataclasses.replace(req, output=str(out)), Quiet())
         return round(time.perf_counter() - t0, 3)
     finally:
         for m, f in zip(modules, real, strict=True):
-            m.model_forward = f  # type: ignore[assignment]
+            m.model_forward = f
 
 
 def document(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from ..io.raster import (
 from ..models import ModelCard, model_card
 from ..progress import Progress, Span
 from .composite import FILLED_DESCRIPTION, KeepClear, buffer_pixels, describe, mask_for
+from .cuda_graph import GraphedForward
 from .device import autocast_dtype, describe_device, resolve_device
 from .pipeline import PipelineStats, StageProgress, StripWriter, TileData, run_pipeline
 from .tiling import StreamingBlender, Tile, TileGrid
@@ -275,18 +276,31 @@ def auto_batch_size(
 
 
 def model_forward(
-    net: torch.nn.Module, device: torch.device, precision: str
+    net: torch.nn.Module, device: torch.device, precision: str, graphs: bool = False,
+    note: Callable[[str], None] | None = None,
 ) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
-    """The batched call of ``net`` with the run's precision (autocast on CUDA for bf16/fp16)."""
+    """The batched call of ``net`` with the run's precision (autocast on CUDA for bf16/fp16).
+
+    With ``graphs`` on CUDA, full batches are replayed from a CUDA graph (:mod:`.cuda_graph`;
+    ``note`` gets its log lines). Autocast's cache of cast weights is off then: a graph must
+    not keep pointers to a cache that is freed when the autocast region ends.
+    """
     dtype = autocast_dtype(precision)
+    graphed = graphs and device.type == "cuda"
 
     def forward(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if dtype is not None and device.type == "cuda":
-            with torch.autocast("cuda", dtype=dtype):
+            with torch.autocast("cuda", dtype=dtype, cache_enabled=not graphed):
                 return net(*inputs)
         return net(*inputs)
 
-    return forward
+    return GraphedForward(forward, note) if graphed else forward
+
+
+def use_cuda_graphs(device: torch.device, card: ModelCard | None) -> bool:
+    """CUDA graphs for this run: on CUDA where the model card's ``cuda_graphs`` says so (set
+    where ``scripts/bench``'s ``graph_check`` measured them faster and equal)."""
+    return device.type == "cuda" and bool((card.defaults if card else {}).get("cuda_graphs", False))
 
 
 # ---- output -------------------------------------------------------------------------------
@@ -538,6 +552,8 @@ def run_scene(req: RunRequest, progress: Progress) -> RunResult:
         example = (np.zeros((len(in_bands), grid.size, grid.size), np.float32),
                    np.zeros((sar.count, grid.size, grid.size), np.float32))
         batch = req.batch_size or auto_batch_size(forward, example, dev, len(grid), rec)
+        if use_cuda_graphs(dev, card):  # after the batch size: a graph is captured for that batch's shape
+            forward = model_forward(net, dev, precision, graphs=True, note=rec.info)
         rec.info(
             f"{req.model} on {describe_device(dev)}, {precision}, batch {batch}; checkpoint {ckpt_path.name} "
             f"({ckpt.trained_on[:80]}{'…' if len(ckpt.trained_on) > 80 else ''})"

@@ -47,6 +47,7 @@ from .predictor import (
     preflight,
     sar_fill,
     select_optical_bands,
+    use_cuda_graphs,
 )
 from .tiling import Tile
 
@@ -261,6 +262,8 @@ def run_series(req: RunRequest, progress: Progress) -> RunResult:
             example = (np.zeros((t, len(in_bands), grid.size, grid.size), np.float32),
                        np.zeros((t, 2, grid.size, grid.size), np.float32), series.days())
             batch = req.batch_size or auto_batch_size(forward, example, dev, len(grid), rec)
+            if use_cuda_graphs(dev, card):
+                forward = model_forward(net, dev, precision, graphs=True, note=rec.info)
             rec.info(
                 f"{method} on {describe_device(dev)}, {precision}, batch {batch}: {len(series)} dates, days "
                 f"{series.days().astype(int).tolist()}; checkpoint {ckpt_path.name} "  # type: ignore[union-attr]

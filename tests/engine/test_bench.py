@@ -14,7 +14,7 @@ import torch
 
 from cloudrm_engine.inference import precision_check
 from cloudrm_engine.io.checkpoint import build_model, load_checkpoint
-from tests.conftest import DEMO_CKPT, REPO
+from tests.conftest import DEMO_CKPT, REPO, crop_sample
 
 
 def _bench_module():
@@ -97,7 +97,8 @@ def test_bench_json_has_every_figure_the_issue_asks_for(tmp_path):
         assert x["forward_ms"]["fp32_batch1"] > 0 and x["forward_ms"]["bf16_batch1"] is None  # bf16: CUDA only
         assert x["batch"] == x["batch_auto"] == 1 and x["precision"] == "fp32"  # CPU defaults
         assert x["overhead_ratio"] == pytest.approx(x["pipeline_s"] / x["model_only_s"], abs=2e-3)
-        assert x["peak_rss_mb"] > 0 and x["peak_cuda_mb"] is None and "bf16_check" not in x
+        assert x["peak_rss_mb"] > 0 and x["peak_cuda_mb"] is None
+        assert "bf16_check" not in x and "graph_check" not in x  # CUDA only
         # the pipeline without the network is cheaper than with it, per tile as in total
         assert 0 < x["floor_s"] < x["pipeline_s"]
         assert x["floor_ms_per_tile"] == pytest.approx(1000 * x["floor_s"] / x["tiles"], abs=0.01)
@@ -105,3 +106,23 @@ def test_bench_json_has_every_figure_the_issue_asks_for(tmp_path):
     (key, growth), = doc["memory_growth_ratio"].items()
     assert key.startswith("mmcanet cpu")
     assert growth == pytest.approx(runs[1]["peak_rss_mb"] / runs[0]["peak_rss_mb"], abs=2e-3)
+
+
+def test_graph_check_compares_with_the_eager_pass_and_leaves_the_card_as_it_was(tmp_path, demo_net):
+    from cloudrm_engine.api import RunRequest
+    from cloudrm_engine.models import model_card
+
+    bench = _bench_module()
+    opt, sar = crop_sample(tmp_path, 0, 0, 128)
+    req = RunRequest(optical=[str(opt)], sar=[str(sar)], output=str(tmp_path / "run.tif"), model="glf_cr",
+                     checkpoint=str(DEMO_CKPT), device="cpu", tile_size=64, overlap=16, keep_clear=False)
+    card_before = dict(model_card("glf_cr").defaults)
+    inputs = (torch.rand(1, 13, 64, 64), torch.rand(1, 2, 64, 64))
+    res = {"model": "glf_cr", "batch": 1, "precision": "fp32", "tiles": 9}
+    g = bench.graph_check(demo_net, req, inputs, torch.device("cpu"), res, tmp_path / "graphs.tif", 1)
+    assert model_card("glf_cr").defaults == card_before
+    # no CUDA: nothing is captured, the "graphed" call is the eager one, and that is never a fair default
+    assert g["captured"] is False and g["notes"] == [] and g["max_abs_diff"] == 0.0
+    assert not g["graphs_fair_default"]
+    assert g["pipeline_s"] > 0 and (tmp_path / "graphs.tif").is_file()
+    assert g["overhead_ratio"] == pytest.approx(g["pipeline_s"] / (g["graph_ms_per_tile"] / 1000 * 9), rel=2e-3)
