@@ -50,6 +50,7 @@ from ..io.raster import (
     invalid_mask,
     raster_info,
     read_window,
+    reading,
 )
 from ..progress import NullProgress, Progress, Span
 
@@ -180,12 +181,13 @@ class KeepClear:
     # ---- per-thread handles -------------------------------------------------------------
     def _open_handles(self) -> tuple[contextlib.ExitStack, Any, Any]:
         stack = contextlib.ExitStack()
-        opt = stack.enter_context(rasterio.open(self.optical.path))
+        # opened on reader threads, closed by the one that ends the run: see reading()
+        opt = stack.enter_context(reading(self.optical.path))
         msk = None
         if self.mask is not None and self.warp:
             msk = stack.enter_context(warped_onto(self.mask.path, self.optical, "nearest"))
         elif self.mask is not None:
-            msk = stack.enter_context(rasterio.open(self.mask.path))
+            msk = stack.enter_context(reading(self.mask.path))
         return stack, opt, msk
 
     def _handles(self) -> tuple[Any, Any]:

@@ -26,7 +26,7 @@ from rasterio.windows import Window, from_bounds
 
 from ..errors import InputError
 from ..progress import Progress
-from .raster import RasterInfo, read_padded, read_window
+from .raster import RasterInfo, read_padded, read_window, reading
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear}
 
@@ -114,7 +114,7 @@ def check_alignment(sar: RasterInfo, optical: RasterInfo, progress: Progress, re
 @contextlib.contextmanager
 def warped_onto(path: str | os.PathLike[str], onto: RasterInfo, resampling: str = "bilinear") -> Iterator[Any]:
     """The raster at ``path`` as a float32 ``WarpedVRT`` on ``onto``'s grid, NaN where it has no data."""
-    with rasterio.open(path) as src, WarpedVRT(
+    with reading(path) as src, WarpedVRT(  # may be closed by another thread: see reading()
         src,
         crs=onto.crs,
         transform=onto.transform,
@@ -138,7 +138,7 @@ def open_sar_on_grid(
         InputError: no georeferencing to align with, or no overlap (both rasters named).
     """
     if not check_alignment(sar, optical, progress, resampling):
-        with rasterio.open(sar.path) as ds:
+        with reading(sar.path) as ds:
             yield ds
         return
     with warped_onto(sar.path, optical, resampling) as vrt:

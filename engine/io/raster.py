@@ -76,6 +76,23 @@ def _quiet_open(path: Path) -> Any:
         return rasterio.open(path)
 
 
+@contextlib.contextmanager
+def reading(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """:func:`open_raster` as a context manager that any thread may exit.
+
+    rasterio ≥ 1.4 gives a dataset entered with ``with`` a GDAL environment when the entering
+    thread has none, and ends it on exit in whichever thread exits. Reader threads open
+    datasets that the main thread closes when the run ends: that ended the main thread's
+    environment instead ("No GDAL environment exists" when its own ``rasterio.Env`` closed).
+    Opening without entering the dataset and closing it explicitly touches no environment.
+    """
+    ds = _quiet_open(Path(path))
+    try:
+        yield ds
+    finally:
+        ds.close()
+
+
 def open_raster(path: str | os.PathLike[str]) -> Any:
     """``rasterio.open(path)`` for reading, without rasterio's NotGeoreferencedWarning.
 
@@ -129,10 +146,22 @@ def invalid_mask(block: np.ndarray, nodata: float | None) -> np.ndarray:
     return bad.all(axis=0)
 
 
+_GENERIC = re.compile(r"^(Read or write failed\.|Read failed\. See previous exception for details\.)\s*")
+"""rasterio's own words around GDAL's message: 1.3 prefixes it, 1.4 raises this text from
+GDAL's error (its ``__cause__``)."""
+
+
 def gdal_message(exc: BaseException) -> str:
-    """A GDAL/rasterio error as one short line (rasterio's generic prefix dropped)."""
-    text = " ".join(str(exc).split())
-    text = re.sub(r"^Read or write failed\.\s*", "", text)
+    """A GDAL/rasterio error as one short line: GDAL's message, without rasterio's generic text."""
+    e: BaseException | None = exc
+    text = ""
+    for _ in range(5):  # down the explicit `raise … from` chain to GDAL's own message
+        if e is None:
+            break
+        text = _GENERIC.sub("", " ".join(str(e).split()))
+        if text:
+            break
+        e = e.__cause__
     if not text:
         return type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import InputError
 from ..progress import Progress
 from .align import check_grid, open_sar_on_grid, warped_onto
-from .raster import RasterInfo, open_raster, raster_info
+from .raster import RasterInfo, open_raster, raster_info, reading
 
 DATE_TAGS: tuple[str, ...] = (
     "ACQUISITION_DATE",
@@ -267,7 +267,7 @@ def open_optical_on_grid(info: RasterInfo, target: RasterInfo, progress: Progres
         "pixels outside it count as missing for that date",
     )
     if not moved:
-        with open_raster(info.path) as ds:
+        with reading(info.path) as ds:  # reader threads open it, the main thread closes it
             yield ds
         return
     with warped_onto(info.path, target, "bilinear") as vrt:

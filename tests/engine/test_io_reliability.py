@@ -1110,3 +1110,23 @@ def test_duplicate_dates_in_a_series_warn_naming_both_files(tmp_path):
     rec = RecordingProgress()
     load_series(paths, None, rec, dates=["2023-01-05", "2022-12-01", "2022-11-01"])
     assert not [w for w in rec.warnings if "same acquisition date" in w]
+
+
+def test_gdal_message_finds_gdals_words_under_rasterio_14s_generic_error():
+    from rasterio.errors import RasterioIOError
+
+    def raised() -> BaseException:
+        try:
+            try:
+                raise RuntimeError("/data/cut.tif, band 1: IReadBlock failed at X offset 2, Y offset 2")
+            except RuntimeError as gdal:  # rasterio 1.4: a generic error raised from GDAL's
+                raise RasterioIOError("Read failed. See previous exception for details.") from gdal
+        except RasterioIOError as exc:
+            return exc
+        raise AssertionError("not raised")
+
+    assert raster_mod.gdal_message(raised()) == "/data/cut.tif, band 1: IReadBlock failed at X offset 2, Y offset 2"
+    # rasterio 1.3: one error with a generic prefix
+    assert raster_mod.gdal_message(RasterioIOError("Read or write failed. x.tif: IReadBlock failed")) == (
+        "x.tif: IReadBlock failed")
+    assert raster_mod.gdal_message(RasterioIOError("")) == "RasterioIOError"

@@ -212,3 +212,51 @@ def test_cli_predict_series(tmp_path, capsys):
         assert (ds.read() == 600).all()
     assert main(["predict-series", "--optical", str(a), str(b), "--dates", "2023-01-01", "--out", str(out)]) == 2
     assert "1 date(s) given for 2 optical raster(s)" in capsys.readouterr().err
+
+
+def test_reader_threads_leave_no_dataset_for_another_thread_to_exit(tmp_path, monkeypatch):
+    """rasterio ≥ 1.4 gives a dataset entered with ``with`` a GDAL environment of the entering
+    thread and ends it on exit in whichever thread exits; reader threads' datasets are closed by
+    the main thread, which then lost its own environment ("No GDAL environment exists", seen
+    with rasterio 1.4.3 on the GPU machine's set-up). No dataset may be entered on one thread and
+    exited on another: checked here on every rasterio, for the series readers (a date on
+    another grid: a WarpedVRT) and keep-clear's per-thread mask handles."""
+    import threading
+
+    from rasterio.io import DatasetReader
+
+    from cloudrm_engine.api import predict_scene, predict_series
+    from tests.conftest import DEMO_CKPT
+
+    entered: dict[int, str] = {}
+    crossed: list[tuple[str, str, str]] = []
+    real_enter, real_exit = DatasetReader.__enter__, DatasetReader.__exit__
+
+    def enter(self):
+        entered[id(self)] = threading.current_thread().name
+        return real_enter(self)
+
+    def leave(self, *exc):
+        who, me = entered.pop(id(self), None), threading.current_thread().name
+        if who is not None and who != me:
+            crossed.append((self.name, who, me))
+        return real_exit(self, *exc)
+
+    monkeypatch.setattr(DatasetReader, "__enter__", enter)
+    monkeypatch.setattr(DatasetReader, "__exit__", leave)
+
+    target = opt(tmp_path / "S2_20230301.tif", value=700, nodata=0)
+    coarse = opt(tmp_path / "S2_20230201.tif", value=600, h=24, w=24,
+                 transform=Affine(20, 0, 599900.0, 0, -20, 5000100.0))
+    predict_series([target, coarse], None, tmp_path / "mosaic.tif", method="mosaicing", reducer="mean",
+                   tile_size=16, overlap=4)
+    s2, s1 = crop_sample(tmp_path, 0, 0, 64)
+    with rasterio.open(s2) as ds:
+        profile = {**ds.profile, "count": 1, "dtype": "uint8", "nodata": None}
+    mask = tmp_path / "mask.tif"
+    with rasterio.open(mask, "w", **profile) as dst:
+        dst.write(np.pad(np.ones((1, 16, 16), np.uint8), ((0, 0), (24, 24), (24, 24))))
+    res = predict_scene(s2, s1, tmp_path / "kept.tif", checkpoint=DEMO_CKPT, device="cpu", tile_size=32,
+                        overlap=8, keep_clear=True, mask=str(mask))
+    assert res.filled_fraction is not None and 0 < res.filled_fraction < 1
+    assert crossed == []
