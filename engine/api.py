@@ -349,6 +349,12 @@ class RunResult:
     batch_size: int
     precision: str
     seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Where the time went: ``setup`` (checks, statistics passes, model), ``loop`` (the tiles),
+    within it ``read_wait`` / ``write_wait`` (the model's thread waiting for the readers / the
+    writer), ``forward`` (model calls; on CUDA their launch), ``device_wait`` and ``blend_write``
+    (the writer waiting for results from the device / working), then ``finish`` (closing and
+    checking the file)."""
     skipped_tiles: int = 0
     """Tiles not sent to the model because keep-clear keeps every one of their pixels."""
     filled_mask: Path | None = None

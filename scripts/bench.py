@@ -14,6 +14,9 @@ run's alone, it measures (nothing is asserted; a benchmark prints ratios):
   float32 and bfloat16 (CUDA only), batch 1 and the automatic batch;
 - ``pipeline_s``: ``engine.api.run`` end to end (keep-clear off: the model's prediction for
   every pixel), automatic batch and precision;
+- ``stage_seconds``: where the pipeline's time went (set-up, the tile loop, the model's thread
+  waiting for the readers / for the writer, the writer waiting for the device / working,
+  finishing): which stage to work on next;
 - ``model_only_s``: forward passes for the same tiles, batch and precision without reading,
   copying or writing, and ``overhead_ratio`` = pipeline / model-only;
 - ``peak_rss_mb`` (the process's peak resident memory) and ``peak_cuda_mb``;
@@ -259,6 +262,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     result = run(req, Quiet())
     res["pipeline_s"] = round(time.perf_counter() - t0, 3)
     res["batch"], res["precision"] = result.batch_size, result.precision
+    res["stage_seconds"] = result.stage_seconds
     per_tile = forward_ms(net, inputs_t, dev, result.batch_size, result.precision, max(a.repeat, 1),
                           graphs=use_cuda_graphs(dev, card)) / 1000
     res["model_only_s"] = round(per_tile * len(grid), 3)

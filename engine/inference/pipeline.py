@@ -185,6 +185,8 @@ class _Writer(threading.Thread):
         self.blender, self.grid = blender, grid
         self.queue: queue.Queue[tuple[Tile, np.ndarray] | _Predicted | None] = queue.Queue(maxsize=max(depth, 1))
         self.error: BaseException | None = None
+        self.seconds_device_wait = 0.0
+        self.seconds_busy = 0.0
         self.start()
 
     def run(self) -> None:
@@ -194,6 +196,7 @@ class _Writer(threading.Thread):
                 return
             if self.error is not None:
                 continue  # drain: the producer learns of the error at its next put
+            t0 = time.perf_counter()
             try:
                 if isinstance(item, _Predicted):
                     self._add_batch(item)
@@ -202,19 +205,25 @@ class _Writer(threading.Thread):
                     self.blender.add(tile, values, self.grid.weight(tile))
             except BaseException as exc:
                 self.error = exc
+            self.seconds_busy += time.perf_counter() - t0
 
     def _add_batch(self, done: _Predicted) -> None:
         if done.ready is not None:
+            t0 = time.perf_counter()
             done.ready.synchronize()  # waits for the copy (and the forward pass before it)
+            self.seconds_device_wait += time.perf_counter() - t0
         values = done.host.numpy()
         for pred, tile, valid in zip(values, done.tiles, done.valid, strict=True):
             v = valid.astype(np.float32)[None] if valid is not None else np.ones((1, *pred.shape[1:]), np.float32)
             self.blender.add(tile, np.concatenate([pred, v]), self.grid.weight(tile))
 
-    def put(self, item: tuple[Tile, np.ndarray] | _Predicted) -> None:
-        """Queue one tile's (C + 1, S, S) values or a batch of predictions."""
+    def put(self, item: tuple[Tile, np.ndarray] | _Predicted) -> float:
+        """Queue one tile's (C + 1, S, S) values or a batch of predictions; returns the seconds
+        spent waiting for room in the queue."""
         self.check()
+        t0 = time.perf_counter()
         self.queue.put(item)
+        return time.perf_counter() - t0
 
     def check(self) -> None:
         if self.error is not None:
@@ -243,6 +252,26 @@ class PipelineStats:
     seconds_forward: float = 0.0
     """Time in the model calls; on CUDA only launching them (the GPU runs on asynchronously)."""
     notes: list[str] = field(default_factory=list)
+    started: float = 0.0
+    """``time.time()`` when the tile loop began (what came before is the run's set-up)."""
+    seconds_loop: float = 0.0
+    """The tile loop, first read to the last strip written."""
+    seconds_read_wait: float = 0.0
+    """The model's thread waiting for tiles from the readers: reading limits the run."""
+    seconds_write_wait: float = 0.0
+    """The model's thread waiting for room in the writer's queue, and for the writer to finish
+    after the last batch: the writer (or the device it waits for) limits the run."""
+    seconds_device_wait: float = 0.0
+    """The writer waiting for batches' results to reach the host (CUDA: the GPU still computing)."""
+    seconds_blend_write: float = 0.0
+    """The writer blending, converting, compositing and writing."""
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Where the loop's time went (rounded to ms), for logs and ``scripts/bench``."""
+        return {k: round(v, 3) for k, v in (
+            ("loop", self.seconds_loop), ("read_wait", self.seconds_read_wait),
+            ("forward", self.seconds_forward), ("write_wait", self.seconds_write_wait),
+            ("device_wait", self.seconds_device_wait), ("blend_write", self.seconds_blend_write))}
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -281,7 +310,8 @@ def run_pipeline(
     """
     tiles = list(grid)
     total = len(tiles)
-    stats = PipelineStats(tiles=total, batch_size=batch_size)
+    stats = PipelineStats(tiles=total, batch_size=batch_size, started=time.time())
+    loop_t0 = time.perf_counter()
     pin = device.type == "cuda"
     readers_of_thread: PerThread[TileSource] = PerThread(source, lambda src: src.close())
 
@@ -306,9 +336,12 @@ def run_pipeline(
                 raise Canceled("canceled; no output written")
             batch: list[TileData] = []
             while pending and len(batch) < stats.batch_size:  # smaller after an out-of-memory
+                t_read = time.perf_counter()
                 item = pending.popleft().result()
+                stats.seconds_read_wait += time.perf_counter() - t_read
                 if item.skip:
-                    writer.put((item.tile, np.zeros((blender.channels, grid.size, grid.size), np.float32)))
+                    stats.seconds_write_wait += writer.put(
+                        (item.tile, np.zeros((blender.channels, grid.size, grid.size), np.float32)))
                     stats.skipped += 1
                     done += 1
                     continue
@@ -320,10 +353,15 @@ def run_pipeline(
             chunks = _forward_batch(batch, forward, device, pin, hooks, done, progress, stats)
             stats.seconds_forward += time.perf_counter() - t0
             for chunk in chunks:
-                writer.put(chunk)
+                stats.seconds_write_wait += writer.put(chunk)
             done += len(batch)
             progress.update(done, total)
+        t_drain = time.perf_counter()
         writer.finish()
+        stats.seconds_write_wait += time.perf_counter() - t_drain
+        stats.seconds_loop = time.perf_counter() - loop_t0
+        stats.seconds_device_wait = writer.seconds_device_wait
+        stats.seconds_blend_write = writer.seconds_busy - writer.seconds_device_wait
     except BaseException:
         for f in pending:
             f.cancel()

@@ -634,6 +634,15 @@ def _result(
 ) -> RunResult:
     if stats.skipped:
         rec.info(f"{stats.skipped} of {stats.tiles} tiles skipped: keep-clear keeps all their pixels")
+    seconds = time.time() - t0
+    stages = {"setup": round(max(stats.started - t0, 0.0), 3), **stats.stage_seconds()}
+    stages["finish"] = round(max(seconds - stages["setup"] - stages["loop"], 0.0), 3)
+    rec.info(
+        f"time: set-up {stages['setup']:.1f} s, tiles {stages['loop']:.1f} s (model's thread waited "
+        f"{stages['read_wait']:.1f} s for reads and {stages['write_wait']:.1f} s for the writer; the writer waited "
+        f"{stages['device_wait']:.1f} s for the device and blended and wrote {stages['blend_write']:.1f} s), "
+        f"finishing {stages['finish']:.1f} s"
+    )
     masked = keep is not None and keep.mask is not None
     if keep is not None and keep.mask is not None:
         rec.info(
@@ -650,7 +659,8 @@ def _result(
         overlap=grid.overlap,
         batch_size=stats.batch_size,
         precision=precision,
-        seconds=time.time() - t0,
+        seconds=seconds,
+        stage_seconds=stages,
         skipped_tiles=stats.skipped,
         filled_mask=Path(req.filled_mask) if req.filled_mask and keep is not None else None,
         cloudy_fraction=keep.cloudy / max(keep.valid, 1) if keep is not None and masked else None,

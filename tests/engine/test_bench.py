@@ -97,6 +97,8 @@ def test_bench_json_has_every_figure_the_issue_asks_for(tmp_path):
         assert x["forward_ms"]["fp32_batch1"] > 0 and x["forward_ms"]["bf16_batch1"] is None  # bf16: CUDA only
         assert x["batch"] == x["batch_auto"] == 1 and x["precision"] == "fp32"  # CPU defaults
         assert x["overhead_ratio"] == pytest.approx(x["pipeline_s"] / x["model_only_s"], abs=2e-3)
+        st = x["stage_seconds"]
+        assert st["setup"] + st["loop"] + st["finish"] <= x["pipeline_s"] and st["forward"] <= st["loop"]
         assert x["peak_rss_mb"] > 0 and x["peak_cuda_mb"] is None
         assert "bf16_check" not in x and "graph_check" not in x  # CUDA only
         # the pipeline without the network is cheaper than with it, per tile as in total

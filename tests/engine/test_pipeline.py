@@ -220,3 +220,39 @@ def test_a_writer_error_surfaces_and_stops_the_run():
     with pytest.raises(OSError, match="disk full"):
         run_pipeline(grid, lambda: _Source(np.zeros((1, 128, 32), np.float32), 32), lambda ins: ins[0], blender,
                      torch.device("cpu"), 1, RecordingProgress())
+
+
+class _SlowSource(_Source):
+    def read(self, tile):
+        time.sleep(0.05)
+        return super().read(tile)
+
+
+@pytest.mark.parametrize("slow", ["reads", "writer"])
+def test_stage_seconds_show_which_stage_held_the_model_back(slow):
+    """A run's ``stage_seconds`` say whether the readers or the writer limited it (on a GPU the
+    next step is chosen from these): 16 tiles, one of the two sides sleeping 50 ms per tile."""
+    grid = TileGrid(128, 128, 32, 0, 16)  # 16 tiles
+    img = np.random.default_rng(3).random((1, 128, 128)).astype(np.float32)
+    out = np.zeros((1, 128, 128))
+
+    def emit(y: int, x: int, block: np.ndarray) -> None:
+        if slow == "writer":
+            time.sleep(0.05 * block.shape[1] * block.shape[2] / 32**2)  # 50 ms per tile's worth of pixels
+        out[:, y : y + block.shape[1], x : x + block.shape[2]] = block[:1]
+
+    source = _SlowSource if slow == "reads" else _Source
+    stats = run_pipeline(grid, lambda: source(img, grid.size), lambda inputs: inputs[0] * 1.0,
+                         StreamingBlender(grid, 2, emit), torch.device("cpu"), 1, RecordingProgress(), readers=1)
+    np.testing.assert_allclose(out, img)
+    s = stats.stage_seconds()
+    assert set(s) == {"loop", "read_wait", "forward", "write_wait", "device_wait", "blend_write"}
+    assert s["device_wait"] == 0.0  # CPU: results are on the host at once
+    slept = 16 * 0.05
+    if slow == "reads":
+        assert s["read_wait"] >= 0.6 * slept and s["write_wait"] < s["read_wait"] / 2, s
+    else:
+        # the model's thread was held by the full writer queue and then waited for it to drain
+        assert s["blend_write"] >= slept * 0.95 and s["write_wait"] >= 0.6 * slept, s
+        assert s["read_wait"] < s["write_wait"] / 2, s
+    assert s["loop"] >= slept and s["forward"] < s["loop"]
