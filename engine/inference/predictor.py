@@ -318,10 +318,13 @@ def _output_converter(like: RasterInfo, scale: float, clip_hi: float, bands: int
     integer = dtype.kind in "iu"
 
     def convert(block: np.ndarray) -> np.ndarray:
-        dn = np.clip(block[:bands] * scale, 0.0, clip_hi)
+        dn = block[:bands] * scale
+        # in place, as maximum/minimum: the same values as np.clip (NaN stays NaN) in one buffer
+        np.maximum(dn, 0.0, out=dn)
+        np.minimum(dn, clip_hi, out=dn)
         invalid = block[bands] < 0.5
         if integer:
-            dn = np.rint(dn)
+            np.rint(dn, out=dn)
             if nodata is not None and not math.isnan(nodata):
                 hit = (dn == nodata) & ~invalid
                 dn[hit] = nodata + 1 if nodata + 1 <= clip_hi else nodata - 1

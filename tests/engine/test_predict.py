@@ -123,3 +123,23 @@ def test_device_and_checkpoint_errors(tmp_path, identity_checkpoint):
     with pytest.raises(CheckpointError, match="checkpoint file not found"):
         predict_scene(opt, sar, tmp_path / "o.tif", checkpoint=tmp_path / "missing.pt")
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_output_conversion_equals_clip_round_and_nudges_nodata():
+    """The writer's in-place DN conversion gives np.clip + np.rint's values, NaN and nodata included."""
+    from types import SimpleNamespace
+
+    from cloudrm_engine.inference.predictor import _output_converter
+
+    rng = np.random.default_rng(5)
+    block = np.concatenate([rng.normal(0.5, 0.7, (3, 40, 40)), (rng.random((1, 40, 40)) > 0.1)]).astype(np.float64)
+    block[0, 0, :5] = [np.nan, 0.0, 1e-4, 0.99995, 1.5]
+    block[3, 0, 0] = 0.0  # the NaN pixel is invalid: it becomes nodata
+    like = SimpleNamespace(dtype="uint16", nodata=0.0)
+    got = _output_converter(like, 10000.0, 10000.0, 3)(block.copy())
+    invalid = block[3] < 0.5
+    ref = np.rint(np.clip(block[:3] * 10000.0, 0.0, 10000.0))
+    ref[(ref == 0) & ~invalid] = 1  # a valid pixel never reads as nodata
+    ref[:, invalid] = 0
+    assert np.array_equal(got, ref.astype(np.uint16))
+    assert got.dtype == np.uint16 and got[0, 0, 0] == 0 and got[0, 0, 4] == 10000
