@@ -31,7 +31,12 @@ def fill_invalid(x: np.ndarray, invalid: np.ndarray | None, fill: float) -> np.n
 
 def normalize_optical(x: np.ndarray, clip: Sequence[float] = (0, 10000), scale: float = 10000) -> np.ndarray:
     """(C, H, W) DN → float32 in [clip[0], clip[1]] / scale (S2: [0, 1])."""
-    return (np.clip(x.astype(np.float32), clip[0], clip[1]) / np.float32(scale)).astype(np.float32)
+    # in place in one float32 copy: the values of np.clip(…) / scale, at a third of the passes
+    out = x.astype(np.float32)
+    np.maximum(out, clip[0], out=out)
+    np.minimum(out, clip[1], out=out)
+    out /= np.float32(scale)
+    return out
 
 
 def denormalize_optical(y: np.ndarray, scale: float = 10000) -> np.ndarray:
@@ -43,9 +48,13 @@ def normalize_sar(x: np.ndarray, clip: Sequence[Sequence[float]] = ((-25.0, 0.0)
     """(2, H, W) σ0 in dB → float32 in [0, 1], one [lo, hi] range per band."""
     if x.shape[0] != len(clip):
         raise ValueError(f"SAR has {x.shape[0]} bands; normalisation defines {len(clip)} ranges")
-    out = np.empty(x.shape, dtype=np.float32)
+    out = x.astype(np.float32)
     for i, (lo, hi) in enumerate(clip):
-        out[i] = (np.clip(x[i].astype(np.float32), lo, hi) - np.float32(lo)) / np.float32(hi - lo)
+        band = out[i]
+        np.maximum(band, lo, out=band)
+        np.minimum(band, hi, out=band)
+        band -= np.float32(lo)
+        band /= np.float32(hi - lo)
     return out
 
 

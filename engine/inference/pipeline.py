@@ -289,6 +289,7 @@ def run_pipeline(
     progress: Progress,
     readers: int = 1,
     hooks: StageProgress | None = None,
+    reader_init: Callable[[], None] | None = None,
 ) -> PipelineStats:
     """Run every tile of ``grid`` through ``forward`` into ``blender``.
 
@@ -302,6 +303,8 @@ def run_pipeline(
         progress: tile counts (fractional inside a batch when ``hooks`` are given), cancel.
         readers: reader threads (≥ 1); reads run ahead by two batches per reader.
         hooks: :class:`StageProgress` on the model, for progress and cancel inside a batch.
+        reader_init: run once on each reader thread when it starts (the raster I/O's
+            per-thread set-up; the threads end with this call).
 
     Raises:
         Canceled: between batches or, with ``hooks``, between blocks; nothing is left half done
@@ -318,7 +321,7 @@ def run_pipeline(
     def read(tile: Tile) -> TileData:
         return readers_of_thread.get().read(tile)
 
-    pool = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cloudrm-read")
+    pool = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="cloudrm-read", initializer=reader_init)
     # queued items are batches (or single skipped tiles): a few of them keep the writer fed
     # while bounding the host memory they hold
     writer = _Writer(blender, grid, depth=4)

@@ -45,6 +45,7 @@ from ..io.raster import (
     raster_info,
     read_padded,
     scan_statistics,
+    thread_env,
 )
 from ..models import ModelCard, model_card
 from ..progress import Progress, Span
@@ -600,7 +601,8 @@ def _predict(
         with rasterio.Env(GDAL_CACHEMAX=block_cache_bytes(like, len(out_bands), grid.size)), \
                 blended_geotiff(req.output, like, grid, out_bands, tags, scale, clip_hi, keep,
                                 req.filled_mask if keep is not None else None) as blender:
-            return run_pipeline(grid, source, forward, blender, dev, batch, stage, readers_for(dev), hooks)
+            return run_pipeline(grid, source, forward, blender, dev, batch, stage, readers_for(dev), hooks,
+                                reader_init=thread_env)
     finally:
         if hooks is not None:
             hooks.remove()

@@ -93,6 +93,18 @@ def reading(path: str | os.PathLike[str]) -> Iterator[Any]:
         ds.close()
 
 
+def thread_env() -> None:
+    """Give the calling worker thread a GDAL environment for the rest of its life.
+
+    For pool threads that end with the run (the pipeline's readers, the statistics pass).
+    Without one, :func:`read_window` opened and closed an environment around every read: about
+    0.6 ms a read, a fifth of the time a reader spends on a 256-px tile. Never call it on a
+    thread that outlives the run (the caller's, QGIS's task threads).
+    """
+    if not rasterio.env.hasenv():
+        rasterio.env.defenv()
+
+
 def open_raster(path: str | os.PathLike[str]) -> Any:
     """``rasterio.open(path)`` for reading, without rasterio's NotGeoreferencedWarning.
 
@@ -274,7 +286,7 @@ def scan_statistics(
         return one
 
     try:
-        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="cloudrm-scan") as pool:
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="cloudrm-scan", initializer=thread_env) as pool:
             for one in pool.map(part, windows):
                 stats.merge(one)
     finally:

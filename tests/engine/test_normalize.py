@@ -1,6 +1,7 @@
 """Input scaling (docs/data.md, "Scaling conventions") and the file-mean NaN fill."""
 
 import numpy as np
+import pytest
 import rasterio
 
 from cloudrm_engine.data.normalize import apply_card, fill_invalid, normalize_optical, normalize_sar
@@ -44,3 +45,24 @@ def test_nan_and_nodata_get_the_file_mean(tmp_path):
     np.testing.assert_array_equal(bad, [[False, False], [False, True]])
     filled = fill_invalid(data, bad, mean)
     np.testing.assert_array_equal(filled, [[[1, 4], [3, 4]], [[5, 7], [4, 4]]])
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64])
+def test_scaling_equals_the_plain_clip_formula_bit_for_bit(dtype):
+    """The in-place scaling gives np.clip's values exactly (NaN stays NaN) and leaves its input alone."""
+    rng = np.random.default_rng(2)
+    opt = rng.normal(3000, 6000, (13, 40, 40))
+    opt = (opt.clip(0, 65535) if dtype == np.uint16 else opt).astype(dtype)  # negatives and > 10000 too
+    sar = rng.normal(-15, 12, (2, 40, 40)).astype(np.float32)
+    sar[0, 0, 0] = np.nan
+    before = opt.copy(), sar.copy()
+    got_o = normalize_optical(opt, (0, 10000), 10000)
+    ref_o = (np.clip(opt.astype(np.float32), 0, 10000) / np.float32(10000)).astype(np.float32)
+    ranges = ((-25.0, 0.0), (-32.5, 0.0))
+    got_s = normalize_sar(sar, ranges)
+    ref_s = np.stack([(np.clip(sar[i], lo, hi) - np.float32(lo)) / np.float32(hi - lo)
+                      for i, (lo, hi) in enumerate(ranges)])
+    assert got_o.dtype == got_s.dtype == np.float32
+    assert np.array_equal(got_o, ref_o) and np.array_equal(got_s, ref_s, equal_nan=True)
+    assert np.isnan(got_s[0, 0, 0])
+    assert np.array_equal(opt, before[0]) and np.array_equal(sar, before[1], equal_nan=True)
