@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .device import is_oom
+
 Forward = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
 
 
@@ -58,11 +60,6 @@ def cuda_capture(forward: Forward, example: tuple[torch.Tensor, ...]) -> Graph:
     with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         output = forward(static)
     return Graph(static, output, graph.replay)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
 
 
 class GraphedForward:
@@ -118,7 +115,7 @@ class GraphedForward:
         try:
             return self.forward(inputs)
         except RuntimeError as exc:
-            if _is_oom(exc) and self.graph is not None:
+            if is_oom(exc) and self.graph is not None:
                 self.release()
                 self.note("out of memory: the CUDA graph is released and the model runs eagerly")
             raise

@@ -57,6 +57,13 @@ def torch_threads(threads: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory (CUDA's error, or its message from
+    an older torch or another backend)."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
+
+
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a precision name (``bf16``, ``fp16``); None for ``fp32``."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

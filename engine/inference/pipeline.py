@@ -37,6 +37,7 @@ import torch
 from ..errors import Canceled, InputError
 from ..io.per_thread import PerThread
 from ..progress import Progress
+from .device import is_oom
 from .tiling import StreamingBlender, Tile, TileGrid
 
 
@@ -274,11 +275,6 @@ class PipelineStats:
             ("device_wait", self.seconds_device_wait), ("blend_write", self.seconds_blend_write))}
 
 
-def _is_oom(exc: BaseException) -> bool:
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
-
-
 def run_pipeline(
     grid: TileGrid,
     source: Callable[[], TileSource],
@@ -430,7 +426,7 @@ def _forward_batch(
         except Canceled:
             raise
         except RuntimeError as exc:
-            if not _is_oom(exc):
+            if not is_oom(exc):
                 raise
             if torch.cuda.is_initialized():
                 torch.cuda.empty_cache()
