@@ -6,8 +6,10 @@ than the GPU that runs them. A CUDA graph records the launches of one pass once 
 them with a single call. Graphs need fixed shapes, and a scene's tiles all have the same size,
 so every full batch of a run has one shape: that shape is captured, after ``after`` eager
 calls of it (they settle cuDNN's algorithm choices and the allocator), and replayed from then
-on. Any other shape (the last, partial batch; a batch split after out-of-memory) runs eagerly.
-A replay runs the same kernels on the same data, so its result equals the eager pass.
+on. The last, partial batch is copied into the first rows of the graph's inputs and replayed
+too (the other rows hold whatever the previous batch left; their results are dropped), so no
+eager pass needs memory beside the graph's. Other shapes run eagerly. A replay runs the same
+kernels on the same data, so its result equals the eager pass.
 
 If capture fails (a model that waits for the host inside its pass, no memory left for the
 graph's own pool), the run continues eagerly and says why once. An out-of-memory error in an
@@ -84,13 +86,15 @@ class GraphedForward:
 
     def __call__(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         key = tuple(tuple(t.shape) for t in inputs)
-        if self.graph is not None and key == self.shape:
+        if self.graph is not None and self._fits(key):
+            n = key[0][0]
             with torch.inference_mode():  # the static inputs are inference tensors
                 for static, new in zip(self.graph.inputs, inputs, strict=True):
-                    static.copy_(new, non_blocking=True)
+                    static[:n].copy_(new, non_blocking=True)
             self.graph.replay()
             self.replays += 1
-            return self.graph.output
+            out = self.graph.output
+            return out if n == out.shape[0] else out[:n]
         if self.off or self.graph is not None:
             return self._eager(inputs)
         if key != self.shape:  # only the shape that keeps coming back is worth a graph
@@ -110,6 +114,12 @@ class GraphedForward:
             return self._eager(inputs)
         self.note(f"CUDA graph captured for batches of {key[0][0]} tiles; later full batches replay it")
         return self(inputs)
+
+    def _fits(self, key: tuple[tuple[int, ...], ...]) -> bool:
+        """The captured shape, or the same with fewer tiles (every input's first axis is the batch)."""
+        full = self.shape
+        return full is not None and len(key) == len(full) and all(
+            k[1:] == f[1:] and 0 < k[0] <= f[0] for k, f in zip(key, full, strict=True))
 
     def _eager(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         try:

@@ -59,7 +59,7 @@ def batch(b: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(b, 3, 8, 8, generator=g), torch.rand(b, 2, 8, 8, generator=g)
 
 
-def test_full_batches_replay_after_warm_up_and_other_shapes_run_eagerly():
+def test_full_batches_replay_after_warm_up_and_the_last_partial_batch_too():
     net, cap, notes = Net(), StandIn(), []
     f = GraphedForward(net, notes.append, after=2, capture=cap)
     outs = []
@@ -67,10 +67,14 @@ def test_full_batches_replay_after_warm_up_and_other_shapes_run_eagerly():
         xs = batch(4, seed)
         outs.append(f(xs))
         assert torch.equal(outs[-1], reference(xs)), seed  # new inputs were copied in each time
-    last = batch(2, 99)
-    assert torch.equal(f(last), reference(last))
+    last = batch(2, 99)  # the last, partial batch: its rows of the graph, the rest dropped
+    got = f(last)
+    assert got.shape[0] == 2 and torch.equal(got, reference(last))
     assert cap.captured == 1
-    assert f.replays == 3  # calls 3, 4, 5; calls 1-2 were eager warm-ups
+    assert f.replays == 4  # calls 3-6; calls 1-2 were eager warm-ups
+    calls = net.calls
+    other = (torch.rand(4, 3, 16, 16), torch.rand(4, 2, 16, 16))  # another tile size: eager
+    assert torch.equal(f(other), reference(other)) and f.replays == 4 and net.calls == calls + 1
     assert outs[2] is outs[3] is outs[4]  # replays reuse the output: the caller copies it out before the next call
     assert notes == ["CUDA graph captured for batches of 4 tiles; later full batches replay it"]
 
@@ -100,7 +104,7 @@ def test_out_of_memory_in_an_eager_call_releases_the_graph():
 
     def forward(inputs):
         calls["n"] += 1
-        if inputs[0].shape[0] == 3:
+        if inputs[0].shape[0] == 5:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return reference(inputs)
 
@@ -110,7 +114,7 @@ def test_out_of_memory_in_an_eager_call_releases_the_graph():
     f(batch(4, 1))
     assert f.graph is not None
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        f(batch(3, 2))  # the pipeline halves the batch after this
+        f(batch(5, 2))  # larger than the graph: eager; the pipeline halves the batch after this
     assert f.graph is None and f.off
     assert notes[-1] == "out of memory: the CUDA graph is released and the model runs eagerly"
     xs = batch(4, 3)

@@ -81,7 +81,10 @@ def test_cuda_graph_replays_equal_eager_passes(name):
             xs = _graph_inputs(name, 2, seed)
             got = graphed(xs).clone()
             assert (got - eager(xs)).abs().max().item() < 1e-4, (name, seed)
-    assert graphed.replays == 2, notes  # calls 3 and 4
+        last = _graph_inputs(name, 1, 9)  # a partial batch replays in the graph's first row
+        got = graphed(last).clone()
+        assert got.shape[0] == 1 and (got - eager(last)).abs().max().item() < 1e-4, name
+    assert graphed.replays == 3, notes  # calls 3, 4 and the partial batch
     assert notes == ["CUDA graph captured for batches of 2 tiles; later full batches replay it"]
 
 
