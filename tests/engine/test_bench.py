@@ -128,3 +128,12 @@ def test_graph_check_compares_with_the_eager_pass_and_leaves_the_card_as_it_was(
     assert not g["graphs_fair_default"]
     assert g["pipeline_s"] > 0 and (tmp_path / "graphs.tif").is_file()
     assert g["overhead_ratio"] == pytest.approx(g["pipeline_s"] / (g["graph_ms_per_tile"] / 1000 * 9), rel=2e-3)
+
+
+def test_bench_io_prints_per_tile_milliseconds(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_io.py"), "--size", "512", "--repeat", "1",
+                        "--scenes", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=str(REPO))
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = json.loads(r.stdout)
+    assert (row["model"], row["tiles"], row["tile"], row["overlap"]) == ("glf_cr", 9, 256, 32)
+    assert row["read_ms_per_tile"] > 0 and row["blend_convert_ms_per_tile"] > 0
