@@ -22,9 +22,7 @@ divided by the reader threads (reading) and than the writer's share (blending).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 import tempfile
 import threading
 import time
@@ -32,19 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def measure(size: int, model: str, repeat: int, scenes: Path) -> dict[str, float | int | str]:
     import rasterio
+    from bench import scenes_for  # scripts/bench.py, beside this script (its folder is on sys.path)
 
     from cloudrm_engine.api import RunRequest, bundled_checkpoint
     from cloudrm_engine.inference.predictor import (
@@ -61,16 +50,16 @@ def measure(size: int, model: str, repeat: int, scenes: Path) -> dict[str, float
     )
     from cloudrm_engine.inference.tiling import StreamingBlender
     from cloudrm_engine.io.raster import raster_info
+    from cloudrm_engine.models import model_card
+    from cloudrm_engine.progress import Quiet
 
     try:
         from cloudrm_engine.io.raster import thread_env
     except ImportError:  # an engine from before per-thread environments (compare with git worktrees)
         def thread_env() -> None:
             pass
-    from cloudrm_engine.models import model_card
-    from cloudrm_engine.progress import Quiet
 
-    opt_paths, sar_paths = _bench_module().scenes_for(model, size, scenes)
+    opt_paths, sar_paths = scenes_for(model, size, scenes)
     opt, sar = raster_info(opt_paths[0], role="optical"), raster_info(sar_paths[0], role="SAR")
     card, rec = model_card(model), Recorder(Quiet())
     ckpt_arg = bundled_checkpoint(model)
@@ -138,5 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     main()

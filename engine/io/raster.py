@@ -279,7 +279,7 @@ def scan_statistics(
     # while decoding, so blocks are read by threads, each with its own handle (GDAL handles are
     # not thread-safe). Merging the per-block counts in block order adds the same float64 sums
     # in the same order as one thread would: the result is bit-identical.
-    handles: PerThread[Any] = PerThread(lambda: rasterio.open(ds.name), lambda h: h.close())
+    handles: PerThread[Any] = PerThread(lambda: open_raster(ds.name), lambda h: h.close())
 
     def part(w: Window) -> ValueStats:
         one = ValueStats(role=role, dtype=dtype, nodata=nodata, clip=clip)
